@@ -1,0 +1,120 @@
+"""The run configuration: one frozen dataclass, its absl flags, and its checks.
+
+Every field is a flag of `python -m jaxdigits.train` with the same name. The config is saved as
+`config.json` in the workdir and inside every checkpoint, so a run can be evaluated and resumed
+from its workdir alone.
+"""
+
+import dataclasses
+import json
+
+from absl import flags
+
+from jaxdigits.errors import UserError
+
+
+def _f(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = _f("mnist", "mnist, fashion_mnist, kmnist, or tfds:NAME.")
+    model: str = _f("cnn", "linear, mlp or cnn.")
+    hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
+                                     "(default 128), comma-separated.")
+    dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn).")
+    optimizer: str = _f("adam", "sgd, momentum, nesterov, rmsprop, adam, adamw, or a registered one.")
+    learning_rate: float = _f(1e-3, "Peak learning rate.")
+    schedule: str = _f("warmup_cosine", "constant, cosine, warmup_cosine or one_cycle.")
+    warmup_epochs: float = _f(0.5, "Linear warm-up length for warmup_cosine, in epochs.")
+    momentum: float = _f(0.9, "Momentum for momentum and nesterov.")
+    b1: float = _f(0.9, "Adam's first-moment decay.")
+    b2: float = _f(0.999, "Adam's second-moment decay.")
+    weight_decay: float = _f(1e-4, "Decoupled weight decay of adamw.")
+    l2: float = _f(0.0, "L2 penalty on weights added to the loss (coefficient of 0.5*||w||^2).")
+    grad_clip: float = _f(0.0, "Clip gradients to this global norm (0: no clipping).")
+    batch_size: int = _f(128, "Training batch size.")
+    eval_batch_size: int = _f(1000, "Evaluation batch size (every example is scored regardless).")
+    epochs: int = _f(5, "Training epochs.")
+    seed: int = _f(0, "Seed for initialisation, validation split, shuffling and dropout.")
+    validation_size: int = _f(5000, "Training examples held out for validation.")
+    max_train_examples: int = _f(0, "Use only this many training examples (0: all); for quick runs.")
+    driver: str = _f("auto", "How steps are driven: auto, step, unroll or scan.")
+    steps_per_call: int = _f(0, "Steps compiled into one call by unroll/scan (0: per backend).")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"config has unknown fields {sorted(unknown)}; it was written by "
+                            "another version of jaxdigits.")
+        d = dict(d)
+        d["hidden"] = tuple(d.get("hidden", ()))
+        return cls(**d)
+
+
+DRIVERS = ("auto", "step", "unroll", "scan")
+
+
+def validate(config: Config) -> Config:
+    """Raises UserError, in one sentence, for values no run can use."""
+    checks = [
+        (config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}"),
+        (config.eval_batch_size > 0, f"--eval_batch_size must be positive, got {config.eval_batch_size}"),
+        (config.epochs > 0, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.learning_rate > 0, f"--learning_rate must be positive, got {config.learning_rate}"),
+        (config.validation_size >= 0, f"--validation_size must be 0 or more, got {config.validation_size}"),
+        (config.max_train_examples >= 0, "--max_train_examples must be 0 (all) or more"),
+        (0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
+        (config.warmup_epochs >= 0, "--warmup_epochs must be 0 or more"),
+        (config.steps_per_call >= 0, "--steps_per_call must be 0 (auto) or more"),
+        (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
+        (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message + ".")
+    return config
+
+
+def define_flags() -> None:
+    """Defines one absl flag per Config field (called by the command-line entry points only)."""
+    for f in dataclasses.fields(Config):
+        help_text = f.metadata["help"]
+        if f.type == "tuple[int, ...]" or f.type == tuple[int, ...]:
+            flags.DEFINE_list(f.name, [str(v) for v in f.default], help_text)
+        elif f.type in ("bool", bool):
+            flags.DEFINE_bool(f.name, f.default, help_text)
+        elif f.type in ("int", int):
+            flags.DEFINE_integer(f.name, f.default, help_text)
+        elif f.type in ("float", float):
+            flags.DEFINE_float(f.name, f.default, help_text)
+        else:
+            flags.DEFINE_string(f.name, f.default, help_text)
+
+
+def from_flags(base: Config | None = None) -> Config:
+    """The config from the parsed flags; with `base`, only flags given on the command line override it."""
+    values = {}
+    for f in dataclasses.fields(Config):
+        flag = flags.FLAGS[f.name]
+        if base is not None and not flag.present:
+            continue
+        value = flag.value
+        if f.name == "hidden":
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError:
+                raise UserError(f"--hidden must be comma-separated integers, got {value}.") from None
+        values[f.name] = value
+    return dataclasses.replace(base or Config(), **values)
+
+
+def explicit_flags() -> set[str]:
+    """Names of the Config flags given on the command line."""
+    return {f.name for f in dataclasses.fields(Config) if flags.FLAGS[f.name].present}

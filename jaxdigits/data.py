@@ -1,0 +1,315 @@
+"""Datasets: MNIST-format IDX files found offline (or downloaded and verified), TFDS, splits.
+
+Where the IDX files of a registered dataset come from, in order:
+  1. `data_dir` (the `--data_dir` flag);
+  2. the environment variable `JAXDIGITS_DATA_DIR` (a folder with the files, or with one
+     sub-folder per dataset name);
+  3. the copy bundled with jaxdigits (MNIST only) or a system copy (Debian's
+     `dataset-fashion-mnist` puts Fashion-MNIST under /usr/share/datasets/fashion-mnist);
+  4. the user cache, `$JAXDIGITS_CACHE_DIR/NAME` or `~/.cache/jaxdigits/NAME`;
+  5. a download from the registered URLs into the cache, verified and written atomically.
+Every file is verified by SHA-256: of its decompressed payload (so a re-compressed copy passes)
+or of the published `.gz`.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import pathlib
+import struct
+import tempfile
+import urllib.request
+import zlib
+
+import numpy as np
+
+from jaxdigits.errors import UserError
+
+_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_BUNDLED = pathlib.Path(__file__).parent / "datasets"
+
+
+@dataclasses.dataclass(frozen=True)
+class IdxSpec:
+    """A registered MNIST-format dataset: where to get it and what its files must hash to."""
+    name: str
+    urls: tuple[str, ...]  # Base URLs; file names are appended.
+    raw_sha256: dict[str, str]  # Per file (no .gz): SHA-256 of the decompressed payload.
+    gz_sha256: dict[str, str]  # Per file: SHA-256 of the published .gz.
+    class_names: tuple[str, ...]
+    system_dirs: tuple[str, ...] = ()
+    license: str = ""
+
+
+REGISTRY = {
+    "mnist": IdxSpec(
+        name="mnist",
+        urls=("https://storage.googleapis.com/cvdf-datasets/mnist/",
+              "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+        raw_sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        gz_sha256={
+            "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        class_names=tuple(str(d) for d in range(10)),
+        license="CC BY-SA 3.0 (Y. LeCun, C. Cortes, C. J. C. Burges)",
+    ),
+    "fashion_mnist": IdxSpec(
+        name="fashion_mnist",
+        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        raw_sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        gz_sha256={
+            "train-images-idx3-ubyte": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        license="MIT (Zalando Research)",
+    ),
+    "kmnist": IdxSpec(
+        name="kmnist",
+        urls=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        # No SHA-256 of the decompressed KMNIST payload is published, and no copy was at hand
+        # to compute one: a KMNIST file verifies only as the published .gz (see BUILD_NOTES.md).
+        raw_sha256={},
+        gz_sha256={
+            "train-images-idx3-ubyte": "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+            "train-labels-idx1-ubyte": "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+            "t10k-images-idx3-ubyte": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+            "t10k-labels-idx1-ubyte": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
+        },
+        class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        license="CC BY-SA 4.0 (ROIS-DS Center for Open Data in the Humanities)",
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train and test arrays: images uint8 [N, H, W, C], labels int32 [N]."""
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: str  # Where the data was read from, for the log.
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_idx(data: bytes, path: str) -> np.ndarray:
+    """Parses an uncompressed IDX payload of unsigned bytes; errors name `path`."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] not in (1, 3):
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (wrong magic number "
+                        f"{data[:4].hex() or 'empty'}); the file is corrupt or of another format.")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated: it ends inside its IDX header.")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != expected:
+        raise UserError(f"{path} holds {len(data)} bytes where its IDX header {shape} promises "
+                        f"{expected}; the file is truncated or corrupt.")
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def read_verified(path: pathlib.Path, spec: IdxSpec, stem: str) -> np.ndarray:
+    """Reads one IDX(.gz) file, checks its SHA-256 against the registry, and parses it."""
+    blob = path.read_bytes()
+    gz_ok = path.suffix == ".gz" and sha256(blob) == spec.gz_sha256.get(stem)
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(blob)
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{path} is not a readable gzip file ({e}); delete it or replace it "
+                            "with a good copy.") from None
+    else:
+        raw = blob
+    array = parse_idx(raw, str(path))  # Structure first: its errors say more than a checksum.
+    if gz_ok:
+        return array
+    if stem not in spec.raw_sha256:
+        raise UserError(f"{path} cannot be verified: {spec.name} has no registered checksum of the "
+                        "decompressed file, and this is not the published .gz; use the published "
+                        "file.")
+    if sha256(raw) != spec.raw_sha256[stem]:
+        raise UserError(f"{path} does not match the registered SHA-256 of {spec.name}'s {stem} "
+                        f"(got {sha256(raw)[:16]}..., expected {spec.raw_sha256[stem][:16]}...); "
+                        "it is corrupt or from another dataset.")
+    return array
+
+
+def _find_file(folder: pathlib.Path, stem: str):
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _candidate_dirs(spec: IdxSpec, data_dir):
+    """The places to look, in order, as (description, folder) pairs."""
+    places = []
+    if data_dir:
+        places += [(f"--data_dir={data_dir}", pathlib.Path(data_dir)),
+                   (f"--data_dir={data_dir}/{spec.name}", pathlib.Path(data_dir) / spec.name)]
+    env = os.environ.get("JAXDIGITS_DATA_DIR")
+    if env:
+        places += [(f"$JAXDIGITS_DATA_DIR={env}", pathlib.Path(env)),
+                   (f"$JAXDIGITS_DATA_DIR={env}/{spec.name}", pathlib.Path(env) / spec.name)]
+    places.append(("the bundled copy", _BUNDLED / spec.name))
+    places += [(d, pathlib.Path(d)) for d in spec.system_dirs]
+    places.append(("the cache " + str(cache_dir(spec.name)), cache_dir(spec.name)))
+    return places
+
+
+def cache_dir(name: str) -> pathlib.Path:
+    root = os.environ.get("JAXDIGITS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxdigits")
+    return pathlib.Path(root) / name
+
+
+def download(spec: IdxSpec, folder: pathlib.Path, timeout: float = 30.0) -> None:
+    """Downloads every missing file of `spec` into `folder`, each verified, then renamed in place.
+
+    A file is written under a temporary name in the same folder and renamed only after its
+    SHA-256 matched, so an interrupted or corrupt download never leaves a file under the real name.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in _FILES:
+        target = folder / f"{stem}.gz"
+        if target.exists():
+            continue
+        errors = []
+        for base in spec.urls:
+            url = base + f"{stem}.gz"
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".part.gz")
+            try:
+                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+                    out.write(r.read())
+                read_verified(pathlib.Path(tmp), spec, stem)
+                os.replace(tmp, target)
+                break
+            except (OSError, ValueError, UserError) as e:
+                errors.append(f"{url}: {e}")
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        else:
+            raise OSError("; ".join(errors))
+
+
+def load_idx(name: str, data_dir=None, allow_download: bool = True) -> Dataset:
+    """Loads a registered MNIST-format dataset from the first place that has all its files."""
+    spec = REGISTRY[name]
+    tried = []
+    for where, folder in _candidate_dirs(spec, data_dir):
+        paths = [_find_file(folder, stem) for stem in _FILES]
+        if all(paths):
+            return _load_files(spec, paths, source=str(folder))
+        tried.append(where)
+    folder = cache_dir(name)
+    if allow_download:
+        try:
+            download(spec, folder)
+            return _load_files(spec, [folder / f"{s}.gz" for s in _FILES], source=str(folder))
+        except OSError as e:
+            tried.append(f"a download ({str(e)[:300]})")
+    else:
+        tried.append("no download (--nodownload)")
+    raise UserError(f"could not find the {name} IDX files ({', '.join(f + '.gz' for f in _FILES)}): "
+                    f"tried {'; '.join(tried)}; put them in a folder and pass --data_dir=FOLDER "
+                    "or set JAXDIGITS_DATA_DIR.")
+
+
+def _load_files(spec: IdxSpec, paths, source: str) -> Dataset:
+    train_x, train_y, test_x, test_y = (read_verified(p, spec, s) for p, s in zip(paths, _FILES))
+    for images, labels, (pi, pl) in ((train_x, train_y, paths[:2]), (test_x, test_y, paths[2:])):
+        if images.ndim != 3 or labels.ndim != 1:
+            raise UserError(f"{pi if images.ndim != 3 else pl} has shape "
+                            f"{images.shape if images.ndim != 3 else labels.shape}; expected "
+                            "images [N, H, W] and labels [N].")
+        if len(images) != len(labels):
+            raise UserError(f"{pi} holds {len(images)} images but {pl} holds {len(labels)} labels.")
+        if labels.max(initial=0) >= len(spec.class_names):
+            raise UserError(f"{pl} has label {labels.max()}, outside the "
+                            f"{len(spec.class_names)} classes of {spec.name}.")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise UserError(f"{paths[0]} holds images of shape {train_x.shape[1:]} but {paths[2]} "
+                        f"holds {test_x.shape[1:]}.")
+    return Dataset(spec.name, train_x[..., None], train_y.astype(np.int32), test_x[..., None],
+                   test_y.astype(np.int32), spec.class_names, source)
+
+
+def load_tfds(name: str, data_dir=None) -> Dataset:
+    """Loads a TFDS image-classification dataset through `tfds.data_source` (no TensorFlow)."""
+    import tensorflow_datasets as tfds  # Imported here: it is slow to import and often unused.
+
+    try:
+        features = tfds.builder(name, data_dir=data_dir).info.features
+        sources = {split: tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+                   for split in ("train", "test")}
+    except Exception as e:  # TFDS raises many types; all mean "not there".
+        raise UserError(f"TFDS dataset {name!r} could not be opened from "
+                        f"{data_dir or 'the TFDS default data_dir'} ({str(e).splitlines()[0][:200]}); "
+                        f"prepare it with `tfds build {name}` or pass --data_dir.") from None
+    image_key = next((k for k in ("image", "img") if k in features), None)
+    if image_key is None or "label" not in features:
+        raise UserError(f"TFDS dataset {name!r} has no 'image' and 'label' features; only image "
+                        "classification datasets work.")
+    splits = {}
+    for split, source in sources.items():
+        records = [source[i] for i in range(len(source))]
+        images = np.stack([np.asarray(r[image_key], np.uint8) for r in records])
+        if images.ndim == 3:
+            images = images[..., None]  # [N, H, W] -> [N, H, W, 1]
+        labels = np.asarray([r["label"] for r in records], np.int32)
+        splits[split] = (images, labels)
+    return Dataset(f"tfds:{name}", *splits["train"], *splits["test"],
+                   tuple(features["label"].names), source=f"tfds {name}")
+
+
+def load_dataset(name: str, data_dir=None, allow_download: bool = True) -> Dataset:
+    """Loads `mnist`, `fashion_mnist`, `kmnist` or `tfds:NAME`."""
+    if name.startswith("tfds:"):
+        return load_tfds(name[len("tfds:"):], data_dir)
+    if name not in REGISTRY:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(REGISTRY)} "
+                        "or tfds:NAME.")
+    return load_idx(name, data_dir, allow_download)
+
+
+def split_validation(images, labels, size: int, seed: int):
+    """Carves a validation set of `size` examples from the training set, fixed by `seed`.
+
+    Returns (train_images, train_labels, val_images, val_labels).
+    """
+    if not 0 <= size < len(images):
+        raise UserError(f"--validation_size={size} must be at least 0 and below the "
+                        f"{len(images)} training examples.")
+    order = np.random.default_rng(seed).permutation(len(images))
+    val, train = np.sort(order[:size]), np.sort(order[size:])
+    return images[train], labels[train], images[val], labels[val]

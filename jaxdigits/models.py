@@ -1,0 +1,96 @@
+"""Models as pure functions: `params = init(key, image_shape)`, `logits = apply(params, images)`.
+
+Layers come from flax linen; the linen module never leaves this file, so the rest of jaxdigits
+sees a plain pytree of parameters and two pure functions. Images are float32 [batch, H, W, C],
+already normalised.
+"""
+
+from typing import Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdigits.errors import UserError
+
+
+class Linear(nn.Module):
+    """Softmax regression: one dense layer on the flattened image."""
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train  # Unused.
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+class MLP(nn.Module):
+    """Dense layers with ReLU; 784-512-10 by default."""
+    hidden: Sequence[int] = (512,)
+    num_classes: int = 10
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes)(x)
+
+
+class CNN(nn.Module):
+    """conv 5x5x32 - ReLU - maxpool 2 - conv 5x5x64 - ReLU - maxpool 2 - dense 128 - ReLU - dense."""
+    features: Sequence[int] = (32, 64)
+    hidden: int = 128
+    num_classes: int = 10
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        for width in self.features:
+            x = nn.relu(nn.Conv(width, (5, 5), padding="SAME")(x))  # [b, h, w, width]
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [b, h/2, w/2, width]
+        x = x.reshape(x.shape[0], -1)  # [b, 7 * 7 * 64] for 28x28 inputs
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes)(x)  # [b, num_classes]
+
+
+class Model(NamedTuple):
+    """A model as two pure functions over a parameter pytree."""
+    init: Callable  # init(key, image_shape) -> params
+    apply: Callable  # apply(params, images, *, train=False, key=None) -> logits
+
+
+def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float) -> nn.Module:
+    if name == "linear":
+        return Linear(num_classes)
+    if name == "mlp":
+        return MLP(tuple(hidden) or (512,), num_classes, dropout)
+    if name == "cnn":
+        return CNN(num_classes=num_classes, hidden=hidden[0] if hidden else 128, dropout=dropout)
+    raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+
+
+MODELS = ("linear", "mlp", "cnn")
+
+
+def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
+               dropout: float = 0.0) -> Model:
+    """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width."""
+    module = _module(name, num_classes, hidden, dropout)
+
+    def init(key, image_shape):
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        return module.init(key, dummy)["params"]
+
+    def apply(params, images, *, train: bool = False, key=None):
+        rngs = {"dropout": key} if key is not None else None
+        return module.apply({"params": params}, images, train=train, rngs=rngs)
+
+    return Model(init, apply)
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,57 @@
+"""Optimizers and learning-rate schedules by name.
+
+`OPTIMIZERS` maps a name to a factory `(learning_rate, config) -> optax.GradientTransformation`,
+where `learning_rate` is a float or an optax schedule. It is an open registry:
+`register_optimizer("lion", lambda lr, cfg: optax.lion(lr))` makes `--optimizer=lion` work.
+"""
+
+from typing import Callable
+
+import optax
+
+from jaxdigits.errors import UserError
+
+OptimizerFactory = Callable[..., optax.GradientTransformation]
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "sgd": lambda lr, cfg: optax.sgd(lr),
+    "momentum": lambda lr, cfg: optax.sgd(lr, momentum=cfg.momentum),
+    "nesterov": lambda lr, cfg: optax.sgd(lr, momentum=cfg.momentum, nesterov=True),
+    "rmsprop": lambda lr, cfg: optax.rmsprop(lr),
+    "adam": lambda lr, cfg: optax.adam(lr, b1=cfg.b1, b2=cfg.b2),
+    "adamw": lambda lr, cfg: optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+}
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle")
+
+
+def register_optimizer(name: str, factory: OptimizerFactory) -> None:
+    """Adds `factory(learning_rate, config) -> GradientTransformation` under `name`."""
+    OPTIMIZERS[name] = factory
+
+
+def make_schedule(name: str, learning_rate: float, total_steps: int, warmup_steps: int):
+    """A learning-rate schedule over `total_steps` optimizer steps."""
+    if name == "constant":
+        return optax.constant_schedule(learning_rate)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+    if name == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, warmup_steps, max(total_steps, warmup_steps + 1))
+    if name == "one_cycle":
+        return optax.cosine_onecycle_schedule(max(total_steps, 1), learning_rate)
+    raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+    """The optimizer named by `config.optimizer`, on `config.schedule`."""
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {config.optimizer!r}; choose one of "
+                        f"{', '.join(OPTIMIZERS)}.")
+    warmup_steps = int(config.warmup_epochs * total_steps / max(config.epochs, 1))
+    schedule = make_schedule(config.schedule, config.learning_rate, total_steps, warmup_steps)
+    tx = OPTIMIZERS[config.optimizer](schedule, config)
+    if config.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
+    return tx

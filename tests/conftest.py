@@ -1,0 +1,33 @@
+"""Shared fixtures: the bundled MNIST, loaded once per test session."""
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "jaxdigits" / "datasets" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from jaxdigits import data
+
+    return data.load_dataset("mnist", allow_download=False)
+
+
+@pytest.fixture
+def no_env(monkeypatch, tmp_path):
+    """No JAXDIGITS_DATA_DIR, and an empty cache, so only the places a test names are used."""
+    monkeypatch.delenv("JAXDIGITS_DATA_DIR", raising=False)
+    monkeypatch.setenv("JAXDIGITS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_cli(*args, timeout=300, env=None):
+    """Runs `python -m ARGS` and returns the CompletedProcess (text)."""
+    import subprocess
+
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=full_env)

@@ -1,0 +1,91 @@
+"""Models and losses: parameter counts, shapes, purity, the loss itself."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdigits import losses, models
+from jaxdigits.errors import UserError
+
+
+@pytest.mark.parametrize("name, hidden, count", [
+    ("linear", (), 784 * 10 + 10),
+    ("mlp", (), 784 * 512 + 512 + 512 * 10 + 10),
+    ("mlp", (256, 128), 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10),
+    # conv 5x5x1x32, conv 5x5x32x64, dense 7*7*64 -> 128, dense 128 -> 10, with biases.
+    ("cnn", (), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (3136 * 128 + 128) + (128 * 10 + 10)),
+])
+def test_parameter_counts_and_shapes(name, hidden, count):
+    model = models.make_model(name, hidden=hidden)
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    assert models.count_params(params) == count
+    logits = model.apply(params, jnp.zeros((3, 28, 28, 1)))
+    assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+
+
+def test_cnn_parameter_count_is_454922():
+    params = models.make_model("cnn").init(jax.random.key(0), (28, 28, 1))
+    assert models.count_params(params) == 454_922
+
+
+def test_init_is_deterministic_and_apply_is_pure():
+    model = models.make_model("cnn")
+    a = model.init(jax.random.key(1), (28, 28, 1))
+    b = model.init(jax.random.key(1), (28, 28, 1))
+    c = model.init(jax.random.key(2), (28, 28, 1))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert not np.array_equal(a["Dense_0"]["kernel"], c["Dense_0"]["kernel"])
+    x = jax.random.normal(jax.random.key(3), (4, 28, 28, 1))
+    np.testing.assert_array_equal(jax.jit(model.apply)(a, x), jax.jit(model.apply)(a, x))
+
+
+def test_dropout_uses_the_key_only_in_training():
+    model = models.make_model("mlp", dropout=0.5)
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
+    k1, k2 = jax.random.key(2), jax.random.key(3)
+    np.testing.assert_array_equal(model.apply(params, x), model.apply(params, x, train=False, key=k1))
+    np.testing.assert_array_equal(model.apply(params, x, train=True, key=k1),
+                                  model.apply(params, x, train=True, key=k1))
+    assert not np.allclose(model.apply(params, x, train=True, key=k1),
+                           model.apply(params, x, train=True, key=k2))
+
+
+def test_other_image_shapes_and_classes():
+    model = models.make_model("cnn", num_classes=7)
+    params = model.init(jax.random.key(0), (32, 32, 3))
+    assert model.apply(params, jnp.zeros((2, 32, 32, 3))).shape == (2, 7)
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(UserError, match="choose one of linear, mlp, cnn"):
+        models.make_model("resnet")
+
+
+def test_cross_entropy_matches_log_softmax():
+    logits = jax.random.normal(jax.random.key(0), (5, 10))
+    labels = jnp.array([0, 3, 9, 1, 1])
+    expected = -jax.nn.log_softmax(logits)[jnp.arange(5), labels]
+    np.testing.assert_allclose(losses.cross_entropy(logits=logits, labels=labels), expected, rtol=1e-6)
+
+
+def test_l2_penalty_counts_weights_not_biases():
+    params = {"dense": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.ones(3)}}
+    np.testing.assert_allclose(losses.l2_penalty(params), 0.5 * 6 * 4.0, rtol=1e-6)
+
+
+def test_loss_is_differentiable_and_falls_under_sgd():
+    model = models.make_model("linear")
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    x = jax.random.normal(jax.random.key(1), (32, 28, 28, 1))
+    y = jax.random.randint(jax.random.key(2), (32,), 0, 10)
+    loss = lambda p: losses.cross_entropy(logits=model.apply(p, x), labels=y).mean()
+    tx = optax.sgd(0.1)
+    opt_state = tx.init(params)
+    first = loss(params)
+    for _ in range(20):
+        updates, opt_state = tx.update(jax.grad(loss)(params), opt_state)
+        params = optax.apply_updates(params, updates)
+    assert loss(params) < 0.5 * first

@@ -1,0 +1,63 @@
+"""Optimizers and schedules by name."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdigits import optimizers
+from jaxdigits.config import Config
+from jaxdigits.errors import UserError
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
+def test_each_optimizer_minimises_a_quadratic(name):
+    config = Config(optimizer=name, learning_rate=0.05, schedule="constant", epochs=1)
+    tx = optimizers.make_optimizer(config, total_steps=200)
+    target = jnp.array([1.0, -2.0, 3.0])
+    params = {"w": jnp.zeros(3)}
+    state = tx.init(params)
+    loss = lambda p: jnp.sum((p["w"] - target) ** 2)
+    for _ in range(200):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["w"], target, rtol=3e-2, atol=3e-2)
+
+
+def test_momentum_is_optax_sgd_with_momentum():
+    config = Config(optimizer="momentum", learning_rate=0.1, momentum=0.9, schedule="constant")
+    ours, ref = optimizers.make_optimizer(config, 10), optax.sgd(0.1, momentum=0.9)
+    params = {"w": jnp.arange(3.0)}
+    g = {"w": jnp.array([0.5, -1.0, 2.0])}
+    s1, s2 = ours.init(params), ref.init(params)
+    for _ in range(5):
+        u1, s1 = ours.update(g, s1, params)
+        u2, s2 = ref.update(g, s2, params)
+        np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+
+
+def test_schedules_have_their_shape():
+    warm = optimizers.make_schedule("warmup_cosine", 1.0, total_steps=100, warmup_steps=10)
+    assert float(warm(0)) == 0.0 and float(warm(10)) == pytest.approx(1.0)
+    assert float(warm(100)) == pytest.approx(0.0, abs=1e-6)
+    cos = optimizers.make_schedule("cosine", 1.0, 100, 0)
+    assert float(cos(0)) == 1.0 and float(cos(50)) == pytest.approx(0.5, rel=1e-5)
+    assert float(optimizers.make_schedule("constant", 0.3, 100, 0)(77)) == pytest.approx(0.3)
+    one = optimizers.make_schedule("one_cycle", 1.0, 100, 0)
+    assert float(one(30)) == pytest.approx(1.0, rel=1e-3) and float(one(0)) < 0.1
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(UserError, match="sgd, momentum, nesterov, rmsprop, adam, adamw"):
+        optimizers.make_optimizer(Config(optimizer="lbfgs"), 10)
+    with pytest.raises(UserError, match="constant, cosine, warmup_cosine, one_cycle"):
+        optimizers.make_optimizer(Config(schedule="step"), 10)
+
+
+def test_registry_is_open(monkeypatch):
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "lion", lambda lr, cfg: optax.lion(lr))
+    tx = optimizers.make_optimizer(dataclasses.replace(Config(), optimizer="lion"), 10)
+    assert isinstance(tx, optax.GradientTransformation)

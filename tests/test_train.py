@@ -1,0 +1,154 @@
+"""Training: the step and its drivers, evaluation of every example, runs on real MNIST."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdigits import checkpoint, evaluate, optimizers, train
+from jaxdigits.config import Config
+from jaxdigits.errors import UserError
+from jaxdigits.metrics import read_jsonl
+
+
+def _setup(mnist, n=1024, **overrides):
+    config = Config(**{"model": "mlp", "batch_size": 64, "epochs": 1, **overrides})
+    images, labels = mnist.train_images[:n], mnist.train_labels[:n]
+    mean, std = train.pixel_stats(images)
+    setup = train.make_setup(config, n, images.shape[1:], 10, mean, std)
+    return setup, train.to_device(images, labels)
+
+
+def _run(setup, data, driver, steps, steps_per_call):
+    state = train.init_state(setup, jax.random.key(0))
+    run = train.make_chunk_runner(setup, driver)
+    perm = jax.random.permutation(jax.random.key(1), data.labels.shape[0]).astype(jnp.int32)
+    acc = train.zero_metrics()
+    for start in range(0, steps, steps_per_call):
+        state, acc = run(state, acc, data, perm, start, jax.random.key(2),
+                         num_steps=min(steps_per_call, steps - start))
+    return state, acc, run
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_drivers_compute_the_same_steps(mnist, model):
+    setup, data = _setup(mnist, n=512, model=model, dropout=0.1)
+    reference, ref_acc, _ = _run(setup, data, "step", 6, 1)
+    for driver, k in [("unroll", 3), ("scan", 6), ("unroll", 4)]:
+        state, acc, _ = _run(setup, data, driver, 6, k)
+        assert int(state.step) == 6 and int(acc["count"]) == 6 * 64
+        assert int(acc["correct"]) == int(ref_acc["correct"])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     state.params, reference.params)
+
+
+def test_step_compiles_once(mnist):
+    setup, data = _setup(mnist)
+    _, _, run = _run(setup, data, "unroll", 12, 4)  # Three calls with different start offsets.
+    assert run._cache_size() == 1
+
+
+def test_evaluation_scores_every_example(mnist):
+    setup, _ = _setup(mnist, eval_batch_size=1000)
+    params = train.init_state(setup, jax.random.key(0)).params
+    images, labels = mnist.test_images[:1001], mnist.test_labels[:1001]
+    result = train.make_evaluator(setup)(params, train.to_device(images, labels))
+    x = train.normalise(jnp.asarray(images), setup.mean, setup.std)
+    logits = np.asarray(setup.model.apply(params, x))
+    assert result["count"] == 1001
+    assert result["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == labels), abs=1e-12)
+    expected_loss = float(np.mean(-np.asarray(jax.nn.log_softmax(logits))[np.arange(1001), labels]))
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_short_cnn_run_on_real_mnist_learns(tmp_path):
+    config = Config(model="cnn", epochs=2, max_train_examples=4096, validation_size=2000)
+    final = train.train_and_evaluate(config, tmp_path / "run", quiet=True)
+    history = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert history[1]["val_accuracy"] > 0.93
+    assert final["test_count"] == 10000 and final["test_accuracy"] > 0.93
+
+
+def test_checkpoint_round_trip_is_exact(mnist, tmp_path):
+    setup, data = _setup(mnist, optimizer="adam")
+    state, _, _ = _run(setup, data, "unroll", 4, 2)
+    saver = checkpoint.Checkpointer(tmp_path, keep=2)
+    meta = {"epoch": 1, "history": [{"epoch": 1, "val_accuracy": 0.5}]}
+    saver.save(1, state, meta, is_best=True)
+    saver.close()
+    target = train.init_state(setup, jax.random.key(9))
+    for which in ["checkpoints", "best"]:
+        restored, restored_meta = checkpoint.restore(tmp_path / which, 1, target)
+        assert restored_meta == meta
+        assert jax.tree.structure(restored) == jax.tree.structure(state)
+        jax.tree.map(np.testing.assert_array_equal, restored, state)
+
+
+def test_keeps_the_last_few_and_the_best(tmp_path, mnist):
+    setup, data = _setup(mnist)
+    state = train.init_state(setup, jax.random.key(0))
+    saver = checkpoint.Checkpointer(tmp_path, keep=2)
+    for epoch, acc in enumerate([0.5, 0.9, 0.6, 0.7], start=1):
+        saver.save(epoch, state, {"epoch": epoch}, is_best=acc == 0.9)
+    saver.close()
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [3, 4]
+    assert [p.name for p in (tmp_path / "best").iterdir() if p.name.isdigit()] == ["2"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    """An optimizer that turns the parameters to NaN in epoch 2 stops the run there."""
+    def poisoned(lr, cfg):
+        def update_fn(updates, state, params=None):
+            bad = state >= 8  # 8 steps per epoch below: epoch 2 goes wrong.
+            updates = jax.tree.map(lambda g: jnp.where(bad, jnp.nan, -0.01 * g), updates)
+            return updates, state + 1
+        return optax.GradientTransformation(lambda p: jnp.zeros([], jnp.int32), update_fn)
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "poisoned", poisoned)
+    config = Config(model="linear", optimizer="poisoned", epochs=3, batch_size=128,
+                    max_train_examples=1024, validation_size=1000)
+    with pytest.raises(UserError, match="diverged in epoch 2"):
+        train.train_and_evaluate(config, tmp_path, quiet=True)
+    assert checkpoint.find(tmp_path, "latest")[1] == 1
+    _, params, meta = evaluate.load_run(tmp_path, "latest")
+    assert meta["epoch"] == 1
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    config = Config(model="linear", epochs=2, max_train_examples=2048, validation_size=1000)
+    a = train.train_and_evaluate(config, tmp_path / "a", quiet=True)
+    b = train.train_and_evaluate(config, tmp_path / "b", quiet=True)
+    c = train.train_and_evaluate(dataclasses.replace(config, seed=1), tmp_path / "c", quiet=True)
+    assert a == b and a != c
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+    config = Config(model="linear", epochs=1, max_train_examples=1024, validation_size=500)
+    first = train.train_and_evaluate(config, tmp_path, quiet=True)
+    again = train.train_and_evaluate(config, tmp_path, quiet=True, resume=True)
+    assert first == again
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2  # The epoch and the test record.
+
+
+def test_a_workdir_with_another_config_is_refused(tmp_path):
+    train.train_and_evaluate(Config(model="linear", epochs=1, max_train_examples=512,
+                                    validation_size=100), tmp_path, quiet=True)
+    with pytest.raises(UserError, match="different config: model='mlp'"):
+        train.train_and_evaluate(Config(model="mlp", epochs=1, max_train_examples=512,
+                                        validation_size=100), tmp_path, quiet=True)
+
+
+def test_evaluate_reproduces_the_test_score(tmp_path):
+    config = Config(model="linear", epochs=1, max_train_examples=2048, validation_size=1000)
+    final = train.train_and_evaluate(config, tmp_path, quiet=True)
+    result = evaluate.evaluate_run(tmp_path, which="latest")
+    assert result["count"] == 10000
+    assert result["accuracy"] == final["test_accuracy"] and result["loss"] == pytest.approx(final["test_loss"])
+    assert json.loads((tmp_path / "results.json").read_text()) == final
