@@ -23,11 +23,11 @@ from jaxdigits.config import Config
 
 def versions() -> dict:
     import flax
+    import jaxlib
     import optax
 
-    return {"jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__")
-            else jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "python": platform.python_version()}
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "python": platform.python_version()}
 
 
 def device_info() -> dict:

@@ -34,12 +34,15 @@ class Checkpointer:
         if is_best:
             self._best.save(epoch, args=args)
 
-    def latest_epoch(self):
-        return self._latest.latest_step()
-
     def close(self) -> None:
         self._latest.close()
         self._best.close()
+
+
+def saved_epochs(folder) -> list[int]:
+    """The epochs with a complete checkpoint in `folder` (orbax names unfinished ones otherwise)."""
+    folder = pathlib.Path(folder)
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
 def find(path, which: str = "latest") -> tuple[pathlib.Path, int]:
@@ -51,7 +54,7 @@ def find(path, which: str = "latest") -> tuple[pathlib.Path, int]:
         return path.parent, int(path.name)
     sub = {"latest": "checkpoints", "best": "best"}[which]
     folder = path / sub
-    steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    steps = saved_epochs(folder)
     if not steps:
         raise UserError(f"{path} holds no jaxdigits checkpoint (no {sub}/ with a saved epoch); "
                         "pass a run's --workdir or a checkpoint folder.")

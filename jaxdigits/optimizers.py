@@ -44,14 +44,18 @@ def make_schedule(name: str, learning_rate: float, total_steps: int, warmup_step
     raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def schedule_for(config, steps_per_epoch: int):
+    """The learning-rate schedule of `config` over its whole run."""
+    return make_schedule(config.schedule, config.learning_rate, steps_per_epoch * config.epochs,
+                         int(config.warmup_epochs * steps_per_epoch))
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
     """The optimizer named by `config.optimizer`, on `config.schedule`."""
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {config.optimizer!r}; choose one of "
                         f"{', '.join(OPTIMIZERS)}.")
-    warmup_steps = int(config.warmup_epochs * total_steps / max(config.epochs, 1))
-    schedule = make_schedule(config.schedule, config.learning_rate, total_steps, warmup_steps)
-    tx = OPTIMIZERS[config.optimizer](schedule, config)
+    tx = OPTIMIZERS[config.optimizer](schedule_for(config, steps_per_epoch), config)
     if config.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
     return tx

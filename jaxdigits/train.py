@@ -2,7 +2,7 @@
 
     python -m jaxdigits.train --model=cnn          # ~99.3 % test accuracy, see README
     python -m jaxdigits.train --model=mlp --epochs=10 --workdir=runs/mlp
-    python -m jaxdigits.train --workdir=runs/mlp --epochs=10   # resumes an interrupted run
+    python -m jaxdigits.train --workdir=runs/mlp                # continues that run
 
 The data sit on the device once, as uint8; each step gathers its batch by index, normalises it
 and runs forward, backward and the optimizer update in one compiled function.
@@ -61,7 +61,7 @@ def make_setup(config: Config, num_train: int, image_shape, num_classes: int, me
                         "training examples.")
     model = models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
                               dropout=config.dropout)
-    tx = optimizers.make_optimizer(config, steps_per_epoch * config.epochs)
+    tx = optimizers.make_optimizer(config, steps_per_epoch)
     return Setup(config, model, tx, tuple(image_shape), steps_per_epoch, float(mean), float(std))
 
 
@@ -195,11 +195,21 @@ def pixel_stats(images) -> tuple[float, float]:
     return mean, std or 1.0
 
 
+def read_config(workdir) -> Config | None:
+    """The config saved in `workdir`, or None if it has none."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.exists():
+        return None
+    try:
+        return Config.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise UserError(f"{path} is not a valid jaxdigits config ({e}).") from None
+
+
 def check_workdir(workdir: pathlib.Path, config: Config) -> bool:
     """True if `workdir` holds this run already; raises if it holds something else."""
-    config_path = workdir / "config.json"
-    if config_path.exists():
-        saved = Config.from_dict(json.loads(config_path.read_text()))
+    saved = read_config(workdir)
+    if saved is not None:
         if saved != config:
             diff = [f"{k}={getattr(config, k)!r} (saved: {getattr(saved, k)!r})"
                     for k in Config.__dataclass_fields__ if getattr(saved, k) != getattr(config, k)]
@@ -222,6 +232,9 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     """
     workdir = pathlib.Path(workdir)
     exists = check_workdir(workdir, validate(config))
+    saved = checkpoint.saved_epochs(workdir / "checkpoints")
+    if resume and not saved:
+        raise UserError(f"--resume was given but {workdir} holds no checkpoint to resume from.")
     ds, (tx, ty), (vx, vy), (test_x, test_y) = prepare_data(config, data_dir, allow_download)
     mean, std = pixel_stats(tx)
     setup = make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
@@ -231,27 +244,24 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
 
     init_key, data_key, dropout_key = jax.random.split(jax.random.key(config.seed), 3)
     state = init_state(setup, init_key)
-    ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     start_epoch, history = 0, []
-    if ckpt.latest_epoch() is not None:
-        state, meta = checkpoint.restore(workdir / "checkpoints", ckpt.latest_epoch(), state)
+    if saved:
+        state, meta = checkpoint.restore(workdir / "checkpoints", saved[-1], state)
         start_epoch, history = meta["epoch"], meta["history"]
-        _log(f"Resuming {workdir} from epoch {start_epoch}.")
-    elif resume:
-        raise UserError(f"--resume was given but {workdir} holds no checkpoint to resume from.")
+        _log(f"Resuming {workdir} from epoch {start_epoch}." if start_epoch < config.epochs else
+             f"{workdir} is complete ({start_epoch} epochs); scoring the test set again.")
 
     train, val, test = to_device(tx, ty), to_device(vx, vy), to_device(test_x, test_y)
     driver, steps_per_call = resolve_driver(config)
     run_chunk = make_chunk_runner(setup, driver)
     evaluate = make_evaluator(setup)
     writer = MetricWriter(workdir, history)
-    schedule = optimizers.make_schedule(config.schedule, config.learning_rate,
-                                        setup.steps_per_epoch * config.epochs,
-                                        int(config.warmup_epochs * setup.steps_per_epoch))
+    schedule = optimizers.schedule_for(config, setup.steps_per_epoch)
     _log(f"{config.model} on {ds.name} from {ds.source}: {len(tx)} train, {len(vx)} validation, "
          f"{len(test_x)} test images; {models.count_params(state.params):,} parameters; "
          f"{jax.default_backend()} ({jax.devices()[0].device_kind}), driver {driver} x{steps_per_call}.")
-    best = max((r["val_accuracy"] for r in history if "val_accuracy" in r), default=-1.0)
+    best = max(map(_score, history), default=-math.inf)
+    ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             start_time = time.perf_counter()
@@ -266,7 +276,7 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
                 record.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             record.update(seconds=seconds, images_per_second=train_metrics["count"] / seconds)
             history.append(record)
-            score = record.get("val_accuracy", -record["train_loss"])
+            score = _score(record)
             meta = {"epoch": epoch, "history": history, "config": json.loads(config.to_json()),
                     "normalisation": {"mean": mean, "std": std}, "class_names": ds.class_names,
                     "dataset": ds.name, "image_shape": list(setup.image_shape),
@@ -311,6 +321,11 @@ def _train_epoch(run_chunk, state, train, data_key, dropout_key, epoch, setup, s
     return state, {"loss": loss, "accuracy": accuracy, "count": int(acc["count"])}
 
 
+def _score(record: dict) -> float:
+    """What "best" means: validation accuracy, or without a validation set, the lowest train loss."""
+    return record.get("val_accuracy", -record["train_loss"])
+
+
 def _summarise(acc) -> tuple[float, float]:
     count = max(int(acc["count"]), 1)
     return float(acc["loss"]) / count, int(acc["correct"]) / count
@@ -352,14 +367,8 @@ def main(argv):
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
-    base = None
-    config_path = pathlib.Path(FLAGS.workdir or "") / "config.json"
-    if FLAGS.workdir and config_path.exists():
-        # An existing run: its saved config holds; flags given now must agree with it.
-        try:
-            base = Config.from_dict(json.loads(config_path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise UserError(f"{config_path} is not a valid jaxdigits config ({e}).") from None
+    # An existing run: its saved config holds; flags given now must agree with it.
+    base = read_config(FLAGS.workdir) if FLAGS.workdir else None
     config = config_lib.from_flags(base)
     workdir = FLAGS.workdir or default_workdir(config)
     train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir, allow_download=FLAGS.download,

@@ -10,6 +10,14 @@ from jaxdigits import losses, models
 from jaxdigits.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def strict_dtypes():
+    """As equinox does: any implicit dtype promotion in models and losses is an error. (Not
+    global: optax's own Adam promotes an int count, so the train step is not strict-clean.)"""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
+
+
 @pytest.mark.parametrize("name, hidden, count", [
     ("linear", (), 784 * 10 + 10),
     ("mlp", (), 784 * 512 + 512 + 512 * 10 + 10),

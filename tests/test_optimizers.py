@@ -16,14 +16,18 @@ from jaxdigits.errors import UserError
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
 def test_each_optimizer_minimises_a_quadratic(name):
     config = Config(optimizer=name, learning_rate=0.05, schedule="constant", epochs=1)
-    tx = optimizers.make_optimizer(config, total_steps=200)
+    tx = optimizers.make_optimizer(config, steps_per_epoch=200)
     target = jnp.array([1.0, -2.0, 3.0])
     params = {"w": jnp.zeros(3)}
     state = tx.init(params)
     loss = lambda p: jnp.sum((p["w"] - target) ** 2)
-    for _ in range(200):
+
+    def step(_, carry):
+        params, state = carry
         updates, state = tx.update(jax.grad(loss)(params), state, params)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    params, _ = jax.jit(lambda c: jax.lax.fori_loop(0, 200, step, c))((params, state))
     np.testing.assert_allclose(params["w"], target, rtol=3e-2, atol=3e-2)
 
 

@@ -1,0 +1,65 @@
+"""The config: flags, per-model defaults, a saved run's config, and the checks."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from jaxdigits import config as config_lib
+from jaxdigits.config import Config
+from jaxdigits.errors import UserError
+
+
+@pytest.fixture
+def parse():
+    if "model" not in flags.FLAGS:
+        config_lib.define_flags()
+
+    def parse_fn(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["prog", *args])
+        return flags.FLAGS
+
+    yield parse_fn
+    flags.FLAGS.unparse_flags()
+
+
+def test_every_field_is_a_flag_and_defaults_agree(parse):
+    parse()
+    for field in dataclasses.fields(Config):
+        assert field.name in flags.FLAGS
+    assert config_lib.from_flags(Config(model="cnn")) == Config(model="cnn")
+
+
+def test_model_defaults_apply_unless_a_flag_is_given(parse):
+    parse("--model=mlp")
+    assert config_lib.from_flags().epochs == config_lib.MODEL_DEFAULTS["mlp"]["epochs"]
+    parse("--model=mlp", "--epochs=3", "--hidden=64,32")
+    config = config_lib.from_flags()
+    assert config.epochs == 3 and config.hidden == (64, 32) and config.model == "mlp"
+    parse("--model=cnn")
+    assert config_lib.from_flags().epochs == Config().epochs
+
+
+def test_a_saved_config_holds_except_for_given_flags(parse):
+    saved = Config(model="linear", epochs=7, learning_rate=0.5)
+    parse("--learning_rate=0.25")
+    assert config_lib.from_flags(saved) == dataclasses.replace(saved, learning_rate=0.25)
+
+
+def test_json_round_trip_and_foreign_fields():
+    config = Config(model="mlp", hidden=(128, 64))
+    assert Config.from_dict(__import__("json").loads(config.to_json())) == config
+    with pytest.raises(UserError, match="unknown fields \\['colour'\\]"):
+        Config.from_dict({"colour": "red"})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dropout": 1.0}, "--dropout must be in [0, 1)"),
+    ({"eval_batch_size": 0}, "--eval_batch_size must be positive"),
+    ({"hidden": (0,)}, "--hidden sizes must be positive"),
+    ({"max_train_examples": -1}, "--max_train_examples must be 0"),
+])
+def test_impossible_values_are_refused(change, message):
+    with pytest.raises(UserError, match=message.replace("[", "\\[").replace(")", "\\)")):
+        config_lib.validate(dataclasses.replace(Config(), **change))
