@@ -51,7 +51,7 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
     ds, (tx, ty), _, _ = train.prepare_data(config, data_dir)
     mean, std = train.pixel_stats(tx)
     setup = train.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
-    init_key, data_key, dropout_key = jax.random.split(jax.random.key(config.seed), 3)
+    init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
     state = train.init_state(setup, init_key)
     data = train.to_device(tx, ty)
     driver, k = train.resolve_driver(config)
@@ -60,20 +60,20 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
     perm = jax.random.permutation(data_key, len(tx)).astype(jnp.int32)
 
     start = time.perf_counter()
-    compiled = run_chunk.lower(state, train.zero_metrics(), data, perm, 0, dropout_key,
+    compiled = run_chunk.lower(state, train.zero_metrics(), data, perm, 0, step_key,
                                num_steps=k).compile()
     compile_seconds = time.perf_counter() - start
     flops_per_step = flops_of(compiled) / k
 
     acc = train.zero_metrics()
-    state, acc = compiled(state, acc, data, perm, 0, dropout_key)  # Warm-up.
+    state, acc = compiled(state, acc, data, perm, 0, step_key)  # Warm-up.
     jax.block_until_ready(state)
     step_times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for i in range(calls):
             offset = (i * k) % max(setup.steps_per_epoch - k + 1, 1)
-            state, acc = compiled(state, acc, data, perm, offset, dropout_key)
+            state, acc = compiled(state, acc, data, perm, offset, step_key)
         jax.block_until_ready(state)
         step_times.append((time.perf_counter() - start) / (calls * k))
     step = statistics.median(step_times)
@@ -89,7 +89,7 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
         epoch_seconds = []
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            state, _ = train._train_epoch(run_chunk, state, data, data_key, dropout_key, epoch,
+            state, _ = train.train_epoch(run_chunk, state, data, data_key, step_key, epoch,
                                           setup, k, quiet)
             jax.block_until_ready(state)
             epoch_seconds.append(time.perf_counter() - start)

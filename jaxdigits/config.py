@@ -34,6 +34,7 @@ class Config:
     weight_decay: float = _f(1e-4, "Decoupled weight decay of adamw.")
     l2: float = _f(0.0, "L2 penalty on weights added to the loss (coefficient of 0.5*||w||^2).")
     grad_clip: float = _f(0.0, "Clip gradients to this global norm (0: no clipping).")
+    augment_shift: int = _f(0, "Shift training images randomly by up to this many pixels (0: off).")
     batch_size: int = _f(128, "Training batch size.")
     eval_batch_size: int = _f(1000, "Evaluation batch size (every example is scored regardless).")
     epochs: int = _f(5, "Training epochs.")
@@ -65,7 +66,7 @@ DRIVERS = ("auto", "step", "unroll", "scan")
 MODEL_DEFAULTS = {
     "linear": {"epochs": 10},
     "mlp": {"epochs": 10},
-    "cnn": {},
+    "cnn": {"augment_shift": 2},
 }
 
 
@@ -81,6 +82,7 @@ def validate(config: Config) -> Config:
         (0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
         (config.warmup_epochs >= 0, "--warmup_epochs must be 0 or more"),
         (config.steps_per_call >= 0, "--steps_per_call must be 0 (auto) or more"),
+        (config.augment_shift >= 0, "--augment_shift must be 0 (off) or more"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
     ]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdigits import checkpoint, data, losses, models, optimizers
+from jaxdigits import augment, checkpoint, data, losses, models, optimizers
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import MetricWriter, Progress, write_atomic
@@ -106,7 +106,7 @@ def default_driver(backend: str) -> tuple[str, int]:
 
 
 def make_chunk_runner(setup: Setup, driver: str):
-    """A jitted `run(state, acc, data, perm, start, dropout_key, num_steps)` doing `num_steps` steps.
+    """A jitted `run(state, acc, data, perm, start, step_key, num_steps)` doing `num_steps` steps.
 
     Step i of the chunk trains on `perm[(start + i) * batch : (start + i + 1) * batch]`.
     `driver` "unroll" (and "step", which is unroll with one step per call) writes the steps out in
@@ -114,16 +114,22 @@ def make_chunk_runner(setup: Setup, driver: str):
     """
     train_step = make_train_step(setup)
     batch_size, mean, std = setup.config.batch_size, setup.mean, setup.std
+    shift = setup.config.augment_shift
 
-    def one_step(carry, i, data, perm, start, dropout_key):
+    def one_step(carry, i, data, perm, start, step_key):
         state, acc = carry
         idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))  # [b]
-        batch = {"image": normalise(data.images[idx], mean, std), "label": data.labels[idx]}
-        state, metrics = train_step(state, batch, jax.random.fold_in(dropout_key, state.step))
+        # Per-step keys depend on the step number only, so a resumed run replays them.
+        dropout_key, augment_key = jax.random.split(jax.random.fold_in(step_key, state.step))
+        images = data.images[idx]  # uint8 [b, H, W, C]
+        if shift:
+            images = augment.random_shift(augment_key, images, shift)
+        batch = {"image": normalise(images, mean, std), "label": data.labels[idx]}
+        state, metrics = train_step(state, batch, dropout_key)
         return (state, jax.tree.map(jnp.add, acc, metrics)), None
 
-    def run(state, acc, data, perm, start, dropout_key, num_steps):
-        body = lambda carry, i: one_step(carry, i, data, perm, start, dropout_key)
+    def run(state, acc, data, perm, start, step_key, num_steps):
+        body = lambda carry, i: one_step(carry, i, data, perm, start, step_key)
         if driver == "scan":
             return jax.lax.scan(body, (state, acc), jnp.arange(num_steps))[0]
         carry = (state, acc)
@@ -242,7 +248,7 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     if not exists:
         write_atomic(workdir / "config.json", config.to_json())
 
-    init_key, data_key, dropout_key = jax.random.split(jax.random.key(config.seed), 3)
+    init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
     state = init_state(setup, init_key)
     start_epoch, history = 0, []
     if saved:
@@ -265,8 +271,8 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             start_time = time.perf_counter()
-            state, train_metrics = _train_epoch(
-                run_chunk, state, train, data_key, dropout_key, epoch, setup, steps_per_call, quiet)
+            state, train_metrics = train_epoch(
+                run_chunk, state, train, data_key, step_key, epoch, setup, steps_per_call, quiet)
             seconds = time.perf_counter() - start_time
             record = {"epoch": epoch, "step": int(state.step),
                       "learning_rate": float(schedule(int(state.step) - 1)),
@@ -286,12 +292,12 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
             writer.write(record, int(state.step))
             _log(_format(record))
         test = evaluate(state.params, test)
+        final = {"epoch": config.epochs, "step": int(state.step), "test_loss": test["loss"],
+                 "test_accuracy": test["accuracy"], "test_count": test["count"]}
+        writer.write(final, int(state.step))
     finally:
         ckpt.close()
-    final = {"epoch": config.epochs, "step": int(state.step), "test_loss": test["loss"],
-             "test_accuracy": test["accuracy"], "test_count": test["count"]}
-    writer.write(final, int(state.step))
-    writer.close()
+        writer.close()
     write_atomic(workdir / "results.json", json.dumps(final, indent=2) + "\n")
     _log(f"Test accuracy {100 * test['accuracy']:.2f}% on all {test['count']} test images, "
          f"loss {test['loss']:.4f}.")
@@ -300,7 +306,8 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     return final
 
 
-def _train_epoch(run_chunk, state, train, data_key, dropout_key, epoch, setup, steps_per_call, quiet):
+def train_epoch(run_chunk, state, train, data_key, step_key, epoch, setup, steps_per_call, quiet):
+    """One epoch of `steps_per_epoch` full batches; returns (state, train loss/accuracy/count)."""
     n, batch = int(train.labels.shape[0]), setup.config.batch_size
     # The epoch's order depends only on (seed, epoch), so a resumed run replays it exactly.
     perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
@@ -309,7 +316,7 @@ def _train_epoch(run_chunk, state, train, data_key, dropout_key, epoch, setup, s
     try:
         for start in range(0, setup.steps_per_epoch, steps_per_call):
             num = min(steps_per_call, setup.steps_per_epoch - start)
-            state, acc = run_chunk(state, acc, train, perm, start, dropout_key, num_steps=num)
+            state, acc = run_chunk(state, acc, train, perm, start, step_key, num_steps=num)
             if progress.due():
                 loss, acc_ = _summarise(acc)
                 _check_finite(loss, epoch)

@@ -60,8 +60,8 @@ def _params(workdir):
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     """A run killed with SIGKILL after epoch 2 and resumed ends exactly as an uninterrupted one."""
-    args = ["jaxdigits.train", "--model=mlp", "--dropout=0.2", "--epochs=4", "--seed=3",
-            "--max_train_examples=30000", "--validation_size=1000", "--quiet"]
+    args = ["jaxdigits.train", "--model=mlp", "--dropout=0.2", "--augment_shift=1", "--epochs=4",
+            "--seed=3", "--max_train_examples=30000", "--validation_size=1000", "--quiet"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     proc = run_cli(*args, f"--workdir={straight}")
     assert proc.returncode == 0, proc.stderr

@@ -97,3 +97,19 @@ def test_loss_is_differentiable_and_falls_under_sgd():
         updates, opt_state = tx.update(jax.grad(loss)(params), opt_state)
         params = optax.apply_updates(params, updates)
     assert loss(params) < 0.5 * first
+
+
+def test_random_shift_moves_whole_images_within_bounds():
+    from jaxdigits import augment
+
+    images = jnp.zeros((64, 28, 28, 1), jnp.uint8).at[:, 10:18, 12:16, :].set(255)
+    shifted = augment.random_shift(jax.random.key(0), images, 2)
+    assert shifted.shape == images.shape and shifted.dtype == jnp.uint8
+    moves = set()
+    for original, moved in zip(np.asarray(images[..., 0]), np.asarray(shifted[..., 0])):
+        assert moved.sum() == original.sum()  # The block stays whole inside the frame.
+        (r0, c0), (r1, c1) = np.argwhere(original)[0], np.argwhere(moved)[0]
+        assert abs(r1 - r0) <= 2 and abs(c1 - c0) <= 2
+        moves.add((r1 - r0, c1 - c0))
+    assert len(moves) > 10  # Many of the 25 possible shifts occur in a batch of 64.
+    np.testing.assert_array_equal(augment.random_shift(jax.random.key(0), images, 2), shifted)

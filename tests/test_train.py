@@ -36,7 +36,11 @@ def _run(setup, data, driver, steps, steps_per_call):
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_drivers_compute_the_same_steps(mnist, model):
-    setup, data = _setup(mnist, n=512, model=model, dropout=0.1)
+    """Same data, keys, dropout and augmentation whatever the driver; the programs differ only in
+    float rounding. Momentum SGD keeps that rounding at its own size (Adam divides by sqrt(v) and
+    can blow a 1e-9 gradient difference on a near-zero gradient up to a 1e-6 parameter change)."""
+    setup, data = _setup(mnist, n=512, model=model, dropout=0.1, augment_shift=2,
+                         optimizer="momentum", learning_rate=0.05, schedule="constant")
     reference, ref_acc, _ = _run(setup, data, "step", 6, 1)
     for driver, k in [("unroll", 3), ("scan", 6), ("unroll", 4)]:
         state, acc, _ = _run(setup, data, driver, 6, k)
