@@ -149,6 +149,7 @@ if __name__ == "__main__":
     from jaxdigits.errors import report_user_errors
 
     config_lib.define_flags()
+    flags.adopt_module_key_flags(config_lib)  # So --help lists them.
     flags.DEFINE_integer("calls", 10, "Compiled calls per timed repeat.")
     flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
     flags.DEFINE_integer("bench_epochs", 0, "Also time this many whole training epochs.")

@@ -33,6 +33,8 @@ def evaluate_run(path, *, which: str = "best", split: str = "test", data_dir=Non
     setup, params, meta = load_run(path, which)
     _, _, val, test = train.prepare_data(setup.config, data_dir)
     images, labels = {"test": test, "validation": val}[split]
+    if not len(labels):
+        raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
     result = train.make_evaluator(setup)(params, train.to_device(images, labels))
     return {"split": split, "epoch": meta["epoch"], "model": setup.config.model,
             "dataset": meta["dataset"], **result}

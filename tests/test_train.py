@@ -156,3 +156,14 @@ def test_evaluate_reproduces_the_test_score(tmp_path):
     assert result["count"] == 10000
     assert result["accuracy"] == final["test_accuracy"] and result["loss"] == pytest.approx(final["test_loss"])
     assert json.loads((tmp_path / "results.json").read_text()) == final
+
+
+def test_a_run_without_validation_keeps_the_best_by_train_loss(tmp_path):
+    config = Config(model="linear", epochs=2, max_train_examples=2048, validation_size=0)
+    final = train.train_and_evaluate(config, tmp_path, quiet=True)
+    history = read_jsonl(tmp_path / "metrics.jsonl")
+    assert "val_accuracy" not in history[0] and final["test_count"] == 10000
+    best_epoch = min(history[:2], key=lambda r: r["train_loss"])["epoch"]
+    assert checkpoint.find(tmp_path, "best")[1] == best_epoch
+    with pytest.raises(UserError, match="has no validation examples"):
+        evaluate.evaluate_run(tmp_path, split="validation")
