@@ -66,7 +66,6 @@ class Progress:
         self._bar = None if quiet else tqdm.tqdm(
             total=total, desc=description, unit="img", unit_scale=True, leave=False,
             file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-        self._start = time.perf_counter()
         self._last = 0.0
 
     def due(self) -> bool:
@@ -77,10 +76,9 @@ class Progress:
         if self._bar is None:
             return
         self._last = time.perf_counter()
-        self._bar.n = done
+        self._bar.n = done  # tqdm shows images/s itself from this count.
         if postfix:
-            rate = done / max(self._last - self._start, 1e-9)
-            self._bar.set_postfix({**postfix, "img/s": f"{rate:,.0f}"}, refresh=False)
+            self._bar.set_postfix(postfix, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
