@@ -156,9 +156,10 @@ def read_verified(path: pathlib.Path, spec: IdxSpec, stem: str) -> np.ndarray:
         raise UserError(f"{path} cannot be verified: {spec.name} has no registered checksum of the "
                         "decompressed file, and this is not the published .gz; use the published "
                         "file.")
-    if sha256(raw) != spec.raw_sha256[stem]:
+    digest = sha256(raw)
+    if digest != spec.raw_sha256[stem]:
         raise UserError(f"{path} does not match the registered SHA-256 of {spec.name}'s {stem} "
-                        f"(got {sha256(raw)[:16]}..., expected {spec.raw_sha256[stem][:16]}...); "
+                        f"(got {digest[:16]}..., expected {spec.raw_sha256[stem][:16]}...); "
                         "it is corrupt or from another dataset.")
     return array
 

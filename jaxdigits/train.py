@@ -360,8 +360,13 @@ def _log(message: str) -> None:
 
 
 def default_workdir(config: Config) -> pathlib.Path:
+    """A new folder under runs/, never one that exists (two runs started in the same second)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("runs") / f"{config.dataset.replace(':', '_')}-{config.model}-{stamp}"
+    base = pathlib.Path("runs") / f"{config.dataset.replace(':', '_')}-{config.model}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
 
 
 def main(argv):
@@ -377,6 +382,8 @@ def main(argv):
     # An existing run: its saved config holds; flags given now must agree with it.
     base = read_config(FLAGS.workdir) if FLAGS.workdir else None
     config = config_lib.from_flags(base)
+    if FLAGS.keep_checkpoints < 1:
+        raise UserError(f"--keep_checkpoints must be at least 1, got {FLAGS.keep_checkpoints}.")
     workdir = FLAGS.workdir or default_workdir(config)
     train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir, allow_download=FLAGS.download,
                        quiet=FLAGS.quiet, resume=FLAGS.resume, keep_checkpoints=FLAGS.keep_checkpoints)

@@ -104,6 +104,7 @@ def _linear_run(tmp_path):
     (["--validation_size=60000"], "--validation_size=60000 must be at least 0 and below"),
     (["--hidden=a,b"], "--hidden must be comma-separated integers"),
     (["--driver=turbo"], "unknown --driver 'turbo'; choose one of auto, step, unroll, scan."),
+    (["--keep_checkpoints=0"], "--keep_checkpoints must be at least 1, got 0."),
     (["--batch_size=4096", "--max_train_examples=1000"], "--batch_size=4096 is larger than"),
 ])
 def test_bad_training_input_is_one_sentence(tmp_path, args, message):

@@ -167,3 +167,11 @@ def test_a_run_without_validation_keeps_the_best_by_train_loss(tmp_path):
     assert checkpoint.find(tmp_path, "best")[1] == best_epoch
     with pytest.raises(UserError, match="has no validation examples"):
         evaluate.evaluate_run(tmp_path, split="validation")
+
+
+def test_default_workdirs_never_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = train.default_workdir(Config())
+    first.mkdir(parents=True)
+    second = train.default_workdir(Config())
+    assert second != first and not second.exists() and second.parent == first.parent
