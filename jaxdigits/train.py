@@ -237,6 +237,8 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     Returns the final record (test loss and accuracy among it).
     """
     workdir = pathlib.Path(workdir)
+    if keep_checkpoints < 1:
+        raise UserError(f"--keep_checkpoints must be at least 1, got {keep_checkpoints}.")
     exists = check_workdir(workdir, validate(config))
     saved = checkpoint.saved_epochs(workdir / "checkpoints")
     if resume and not saved:
@@ -382,8 +384,6 @@ def main(argv):
     # An existing run: its saved config holds; flags given now must agree with it.
     base = read_config(FLAGS.workdir) if FLAGS.workdir else None
     config = config_lib.from_flags(base)
-    if FLAGS.keep_checkpoints < 1:
-        raise UserError(f"--keep_checkpoints must be at least 1, got {FLAGS.keep_checkpoints}.")
     workdir = FLAGS.workdir or default_workdir(config)
     train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir, allow_download=FLAGS.download,
                        quiet=FLAGS.quiet, resume=FLAGS.resume, keep_checkpoints=FLAGS.keep_checkpoints)
