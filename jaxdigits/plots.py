@@ -73,7 +73,11 @@ def image_grid(images: np.ndarray, captions, colours, title: str, columns: int,
     """
     rows = len(row_labels) if row_labels is not None else max(1, math.ceil(len(images) / columns))
     lines = max((c.count("\n") + 1 for c in captions if c), default=1)
-    fig = Figure(figsize=(1.45 * columns + (0.6 if row_labels else 0), (1.25 + 0.25 * lines) * rows + 0.8))
+    chars = max((len(line) for c in captions if c for line in c.split("\n")), default=0)
+    width = max(1.45, 0.075 * chars)  # Inches per column: long captions must not overlap.
+    label_width = 0.1 * max((len(label) for label in row_labels), default=0) if row_labels else 0
+    fig = Figure(figsize=(width * columns + label_width, (1.25 + 0.16 * lines) * rows + 0.8),
+                 layout="constrained")  # Leaves room for the two-line title, unlike tight_layout.
     axes = np.atleast_2d(fig.subplots(rows, columns, squeeze=False))
     for slot, ax in enumerate(axes.flat):
         if slot >= len(images) or captions[slot] is None:
@@ -86,7 +90,6 @@ def image_grid(images: np.ndarray, captions, colours, title: str, columns: int,
             ax.axis("on")
             ax.set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center", labelpad=8)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return fig
 
 

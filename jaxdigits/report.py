@@ -161,19 +161,18 @@ def make_report(setup: train.Setup, params, meta: dict, images: np.ndarray, labe
     """Scores every example of `split` (uint8 images [N, H, W, C], labels [N]) and writes the
     report's files into `out_dir`; returns the report (what report.json holds)."""
     if worst_k < 1 or num_samples < 1:
-        raise UserError(f"--worst_k and --num_samples must be at least 1, got {worst_k} and {num_samples}.")
+        raise UserError(f"--worst_k and --num_samples must be at least 1, got {worst_k} and "
+                        f"{num_samples}.")
     names = list(meta["class_names"])
     shown = None if sample_class is None else class_index(sample_class, names)
-    logits = predict(setup, params, train.to_device(images, labels))
-    predictions = logits.argmax(axis=-1)  # [N]
+    logits = predict(setup, params, train.to_device(images, labels))  # [N, classes]
     numbers = summarise(logits, labels, names, worst_k)
     config = setup.config
     run = {"checkpoint": meta["checkpoint"], "epoch": meta["epoch"], "model": config.model,
            "dataset": meta["dataset"], "optimizer": config.optimizer, "config": meta["config"]}
-    history = run_history(meta)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"split": split, **numbers, "run": run, "history": history,
+    report = {"split": split, **numbers, "run": run, "history": run_history(meta),
               "files": {k: str(out_dir / v) for k, v in FILES.items()}}
     what = f"{config.model} on {meta['dataset']} (epoch {meta['epoch']}), {split} set"
 
@@ -181,39 +180,49 @@ def make_report(setup: train.Setup, params, meta: dict, images: np.ndarray, labe
         np.asarray(numbers["confusion_matrix"]["counts"]), names,
         f"Confusion matrix: {what}\naccuracy {100 * numbers['accuracy']:.2f}% on all "
         f"{numbers['count']} images"), out_dir / FILES["confusion_png"])
-
-    slots, captions, colours = [], [], []
-    for entry in numbers["worst"]:
-        for example in entry["examples"]:
-            slots.append(example["index"])
-            captions.append(f"true {entry['class']}, pred {example['predicted']}\n"
-                            f"P({entry['class']}) = {_probability(example['probability_true'])}")
-            colours.append(plots.WRONG if example["predicted"] != entry["class"] else plots.RIGHT)
-        missing = worst_k - len(entry["examples"])
-        slots, captions, colours = slots + [0] * missing, captions + [None] * missing, colours + [None] * missing
-    plots.save(plots.image_grid(
-        images[slots], captions, colours, f"Worst {split} images: the {worst_k} of each true class "
-        f"given the lowest probability of it\n{what}", worst_k, row_labels=names),
-        out_dir / FILES["worst_png"])
-
-    pool = np.arange(len(labels))
-    chosen = (pool if shown is None else pool[labels == shown])[:num_samples]
-    plots.save(plots.image_grid(
-        images[chosen], [f"label {names[labels[i]]}, pred {names[predictions[i]]}" for i in chosen],
-        [plots.RIGHT if labels[i] == predictions[i] else plots.WRONG for i in chosen],
-        f"The first {len(chosen)} {split} images"
-        + (f" of class {names[shown]}" if shown is not None else "")
-        + " (green: predicted right, red: wrong)", min(10, max(len(chosen), 1))),
-        out_dir / FILES["samples_png"])
-
+    plots.save(_worst_figure(images, numbers["worst"], worst_k, names,
+                             f"Worst {split} images: the {worst_k} of each true class given the "
+                             f"lowest probability of it\n{what}"), out_dir / FILES["worst_png"])
+    pool = np.arange(len(labels)) if shown is None else np.flatnonzero(labels == shown)
+    of_class = "" if shown is None else f" of class {names[shown]}"
+    plots.save(_samples_figure(images, labels, logits.argmax(-1), pool[:num_samples], names,
+                               f"The first {len(pool[:num_samples])} {split} images{of_class} "
+                               "(green: predicted right, red: wrong)"), out_dir / FILES["samples_png"])
     marker = {"epoch": meta["epoch"], "loss": numbers["loss"], "accuracy": numbers["accuracy"],
               "label": f"{split}, this report"}
-    plots.save(plots.training_curves(history, f"Training curves: {config.model} on {meta['dataset']}",
-                                     marker), out_dir / FILES["curves_png"])
+    plots.save(plots.training_curves(report["history"], f"Training curves: {config.model} on "
+                                     f"{meta['dataset']}", marker), out_dir / FILES["curves_png"])
 
-    write_atomic(out_dir / FILES["confusion_json"], json.dumps(numbers["confusion_matrix"], indent=1) + "\n")
+    confusion_json = json.dumps(numbers["confusion_matrix"], indent=1) + "\n"
+    write_atomic(out_dir / FILES["confusion_json"], confusion_json)
     write_atomic(out_dir / FILES["report"], json.dumps(report, indent=1) + "\n")
     return report
+
+
+def _worst_figure(images, worst: list[dict], k: int, names, title: str):
+    """One row per class of its k worst examples; short rows are padded with empty slots."""
+    slots, captions, colours = [], [], []
+    for entry in worst:
+        true = entry["class"]
+        for example in entry["examples"]:
+            slots.append(example["index"])
+            captions.append(f"{_pair('true', true, 'pred', example['predicted'], names)}\n"
+                            f"P({true}) = {_probability(example['probability_true'])}")
+            colours.append(plots.RIGHT if example["predicted"] == true else plots.WRONG)
+        missing = k - len(entry["examples"])
+        slots, captions, colours = slots + [0] * missing, captions + [None] * missing, colours + [None] * missing
+    return plots.image_grid(images[slots], captions, colours, title, k, row_labels=names)
+
+
+def _samples_figure(images, labels, predictions, chosen: np.ndarray, names, title: str):
+    captions = [_pair("label", names[labels[i]], "pred", names[predictions[i]], names) for i in chosen]
+    colours = [plots.RIGHT if labels[i] == predictions[i] else plots.WRONG for i in chosen]
+    return plots.image_grid(images[chosen], captions, colours, title, min(10, max(len(chosen), 1)))
+
+
+def _pair(key1: str, value1: str, key2: str, value2: str, names) -> str:
+    """"true 4, pred 9" on one line; with long class names ("T-shirt/top"), on two."""
+    return f"{key1} {value1}{', ' if max(map(len, names)) <= 4 else chr(10)}{key2} {value2}"
 
 
 def _probability(p: float) -> str:

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from conftest import run_cli
-from jaxdigits import evaluate, optimizers, plots, report, train
+from jaxdigits import checkpoint, evaluate, models, optimizers, plots, report, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -150,6 +150,11 @@ def test_validation_report_and_bad_options(run):
     with pytest.raises(UserError, match="--worst_k and --num_samples must be at least 1"):
         report.make_report(setup, params, meta, images, labels, split="validation",
                            out_dir=run / "x", worst_k=0)
+    folder, epoch = checkpoint.find(run, "latest")
+    for model in [models.make_model("mlp"), models.make_model("linear", num_classes=5)]:
+        wrong = model.init(jax.random.key(0), (28, 28, 1))  # Another structure, other shapes.
+        with pytest.raises(UserError, match="do not fit the model its config describes"):
+            checkpoint.restore_params(folder, epoch, wrong)
 
 
 def test_cli_bad_path_is_one_sentence(tmp_path):
