@@ -72,3 +72,22 @@ def restore(folder: pathlib.Path, epoch: int, target) -> tuple[object, dict]:
         restored = manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
+
+
+def restore_params(folder: pathlib.Path, epoch: int, target) -> tuple[object, dict]:
+    """Restores (params, meta) alone; `target` is params of the same structure.
+
+    The optimizer state stays on disk, so a run trained with any optimizer (one registered by a
+    plug-in that this process never loaded, too) can be evaluated or exported.
+    """
+    state = {"params": target}
+    restore = ocp.args.PyTreeRestore(state, partial_restore=True,
+                                     restore_args=ocp.checkpoint_utils.construct_restore_args(state))
+    try:
+        with _manager(folder, 1, read_only=True) as manager:
+            restored = manager.restore(epoch, args=ocp.args.Composite(
+                state=restore, meta=ocp.args.JsonRestore()))
+    except ValueError as e:
+        raise UserError(f"the parameters in {folder / str(epoch)} do not fit the model its config "
+                        f"describes ({str(e).splitlines()[0]}).") from None
+    return restored["state"]["params"], restored["meta"]

@@ -1,7 +1,11 @@
-"""Evaluate a trained run on the whole test set (every image, no truncated batch).
+"""Evaluate a trained run on the whole test set (every image, no truncated batch) and report.
 
-    python -m jaxdigits.evaluate --workdir=runs/mnist-cnn-20261122-010000
+    python -m jaxdigits.evaluate --workdir=runs/mnist-cnn-20261122-010000   # report in RUN/report/
     python -m jaxdigits.evaluate --checkpoint=runs/.../best/4 --split=validation
+
+The report (metrics, confusion matrix, worst examples, samples, training curves; see
+`jaxdigits.report`) goes to `--report_dir`, by default `RUN/report/` (`RUN/report-validation/`
+for the validation split).
 """
 
 import json
@@ -9,35 +13,59 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, train
+from jaxdigits import checkpoint, models, report, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 
 def load_run(path, which: str = "best"):
-    """(setup, params, meta) for a run's workdir (its `which` checkpoint) or a checkpoint folder."""
+    """(setup, params, meta) for a run's workdir (its `which` checkpoint) or a checkpoint folder.
+
+    Only the parameters are restored and no optimizer is built (`setup.tx` is None): evaluating
+    needs the model alone, so a run trained with any optimizer loads, a plug-in one included.
+    `meta["checkpoint"]` is the checkpoint folder that was read.
+    """
     folder, epoch = checkpoint.find(path, which)
     meta = checkpoint.read_meta(folder, epoch)
     config = Config.from_dict(meta["config"])
+    model = models.make_model(config.model, num_classes=len(meta["class_names"]),
+                              hidden=config.hidden, dropout=config.dropout)
     norm = meta["normalisation"]
-    num_train = meta["steps_per_epoch"] * config.batch_size
-    setup = train.make_setup(config, num_train, tuple(meta["image_shape"]), len(meta["class_names"]),
-                             norm["mean"], norm["std"])
-    target = train.init_state(setup, jax.random.key(0))
-    state, meta = checkpoint.restore(folder, epoch, target)
-    return setup, state.params, meta
+    setup = train.Setup(config, model, None, tuple(meta["image_shape"]), meta["steps_per_epoch"],
+                        norm["mean"], norm["std"])
+    target = model.init(jax.random.key(0), setup.image_shape)
+    params, meta = checkpoint.restore_params(folder, epoch, target)
+    return setup, params, {**meta, "checkpoint": str(folder / str(epoch))}
+
+
+def split_data(path, config: Config, split: str, data_dir=None):
+    """(uint8 images, labels) of the run's `split`: test, or the validation set its seed carved."""
+    _, _, val, test = train.prepare_data(config, data_dir)
+    images, labels = {"test": test, "validation": val}[split]
+    if not len(labels):
+        raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
+    return images, labels
 
 
 def evaluate_run(path, *, which: str = "best", split: str = "test", data_dir=None) -> dict:
     """Loss and accuracy of a saved run over every example of `split` (test or validation)."""
     setup, params, meta = load_run(path, which)
-    _, _, val, test = train.prepare_data(setup.config, data_dir)
-    images, labels = {"test": test, "validation": val}[split]
-    if not len(labels):
-        raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
+    images, labels = split_data(path, setup.config, split, data_dir)
     result = train.make_evaluator(setup)(params, train.to_device(images, labels))
     return {"split": split, "epoch": meta["epoch"], "model": setup.config.model,
             "dataset": meta["dataset"], **result}
+
+
+def report_run(path, *, which: str = "best", split: str = "test", data_dir=None, report_dir=None,
+               **options) -> dict:
+    """The full report of a saved run (`report.make_report`, `options` go there), written to
+    `report_dir` (default: RUN/report/, or RUN/report-validation/)."""
+    setup, params, meta = load_run(path, which)
+    images, labels = split_data(path, setup.config, split, data_dir)
+    run_dir = pathlib.Path(meta["checkpoint"]).parent.parent
+    report_dir = report_dir or run_dir / ("report" if split == "test" else f"report-{split}")
+    return report.make_report(setup, params, meta, images, labels, split=split, out_dir=report_dir,
+                              **options)
 
 
 def main(argv):
@@ -47,17 +75,19 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+        logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only.
     path = FLAGS.checkpoint or FLAGS.workdir
     if not path:
         raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
     if not pathlib.Path(path).exists():
         raise UserError(f"{path} does not exist.")
-    result = evaluate_run(path, which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir)
-    print(f"{result['model']} on {result['dataset']} (epoch {result['epoch']}), {result['split']}: "
-          f"accuracy {100 * result['accuracy']:.2f}% on all {result['count']} images, "
-          f"loss {result['loss']:.4f}")
-    print(json.dumps(result))
+    result = report_run(path, which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir,
+                        report_dir=FLAGS.report_dir, worst_k=FLAGS.worst_k,
+                        sample_class=FLAGS.sample_class, num_samples=FLAGS.num_samples)
+    print(report.format_summary(result))
+    print(json.dumps({"split": result["split"], "epoch": result["run"]["epoch"],
+                      "model": result["run"]["model"], "dataset": result["run"]["dataset"],
+                      **{k: result[k] for k in ("loss", "accuracy", "count")}}))
 
 
 if __name__ == "__main__":
@@ -70,4 +100,9 @@ if __name__ == "__main__":
     flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint of --workdir.")
     flags.DEFINE_enum("split", "test", ["test", "validation"], "Which split to score.")
     flags.DEFINE_string("data_dir", None, "Folder with the IDX files.")
+    flags.DEFINE_string("report_dir", None, "Where the report goes (default: RUN/report/, or "
+                        "RUN/report-validation/).")
+    flags.DEFINE_integer("worst_k", 6, "How many of the worst-scored images of each class to show.")
+    flags.DEFINE_integer("num_samples", 40, "How many images the sample grid shows.")
+    flags.DEFINE_string("sample_class", None, "Show only this class (name or index) in the sample grid.")
     app.run(report_user_errors(main))

@@ -10,12 +10,12 @@ import time
 import tqdm
 
 
-def write_atomic(path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename: never half-written."""
+def write_atomic(path, text: str | bytes) -> None:
+    """Writes `text` (or bytes) to `path` through a temporary file and a rename: never half-written."""
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
