@@ -70,9 +70,11 @@ def minimum_cost(x, y, steps: int = 30) -> float:
     """The minimum of the cost, for reference: Newton's method on theta = [w1, w2, b]."""
     as_params = lambda theta: {"w": theta[:2], "b": theta[2]}
     objective = lambda theta: cost(as_params(theta), x, y)
+    newton_step = jax.jit(lambda theta: theta - jnp.linalg.solve(jax.hessian(objective)(theta),
+                                                                   jax.grad(objective)(theta)))
     theta = jnp.zeros(3)
     for _ in range(steps):
-        theta = theta - jnp.linalg.solve(jax.hessian(objective)(theta), jax.grad(objective)(theta))
+        theta = newton_step(theta)
     return float(objective(theta))
 
 

@@ -96,9 +96,12 @@ def run(workdir, *, datasets=("mnist", "fashion_mnist"), model_names=("linear", 
     workdir = _common.prepare_workdir(workdir)
     rows, skipped = [], {}
     for dataset in datasets:
+        if dataset not in data.REGISTRY and not dataset.startswith("tfds:"):
+            raise UserError(f"unknown dataset {dataset!r}; choose from {', '.join(data.REGISTRY)} "
+                            "or tfds:NAME.")
         try:
             ds = data.load_dataset(dataset, allow_download=False)
-        except UserError as e:  # Not on this machine: recorded, not fatal.
+        except UserError as e:  # Not on this machine (or unreadable): recorded, not fatal.
             skipped[dataset] = str(e)
             print(f"skipped {dataset}: {e}")
             continue

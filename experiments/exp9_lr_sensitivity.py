@@ -81,11 +81,15 @@ def classify(curve: np.ndarray, num_classes: int = 10) -> dict:
             "chance_loss": chance}
 
 
-def library_guard(learning_rate: float, train_examples: int, workdir, seed: int) -> dict:
-    """What `train_and_evaluate` does at this rate: a caught UserError, or its test accuracy."""
+def library_guard(learning_rate: float, steps: int, batch_size: int, train_examples: int,
+                  workdir, seed: int) -> dict:
+    """What `train_and_evaluate` does at this rate, over at least `steps` steps: a caught
+    UserError, or its test accuracy."""
+    epochs = -(-steps // (train_examples // batch_size))
     config = dataclasses.replace(Config(), model="mlp", optimizer="sgd", schedule="constant",
-                                 learning_rate=learning_rate, epochs=1, validation_size=0,
-                                 max_train_examples=train_examples, seed=seed)
+                                 learning_rate=learning_rate, epochs=epochs, validation_size=0,
+                                 batch_size=batch_size, max_train_examples=train_examples,
+                                 seed=seed)
     if workdir.exists():
         shutil.rmtree(workdir)
     try:
@@ -148,6 +152,7 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
     init_key, data_key = jax.random.split(jax.random.key(seed))
     params0 = model.init(init_key, images.shape[1:])
     trainer = make_trainer(model, config, images, jnp.asarray(tx_labels), steps, batch_size)
+    # The library's evaluator scores every test image; it needs only the model and normalisation.
     setup = train.Setup(config, model, optax.identity(), tuple(images.shape[1:]), 1, mean, std)
     evaluate = train.make_evaluator(setup)
     test = train.to_device(test_x, test_y)
@@ -162,7 +167,8 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
     finite = [lr for lr in rates if not summary[str(lr)]["diverged"]]
     best = min(finite, key=lambda lr: summary[str(lr)]["final_loss"]) if finite else None
     blown = [lr for lr in rates if summary[str(lr)]["non_finite_at_step"] is not None]
-    guard = (library_guard(blown[0], train_examples, workdir / "library_run", seed)
+    guard = (library_guard(blown[0], steps, batch_size, len(tx_labels), workdir / "library_run",
+                           seed)
              if check_library and blown else None)
     budget = f"{steps} steps over {len(tx_labels):,} images"
     results = {"experiment": "exp9_lr_sensitivity",
