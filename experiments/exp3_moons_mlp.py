@@ -1,7 +1,10 @@
 """Experiment 3: a 2-4-2-1 sigmoid MLP on the two moons, and what its hidden layer does.
 
     python -m experiments.exp3_moons_mlp
-    -> RESULT_PLACEHOLDER
+    -> 2-4-2-1 sigmoid MLP, Adam, 3000 steps: loss 0.756 -> 0.0001; train accuracy 100.0%,
+       test accuracy 100.0% (200 points)
+       (seed 0; the shared 2-core AMD EPYC, CPU only, jax 0.10.2, under load ~14 from
+       other jobs: 6.2 s CPU, 29 s wall)
 
 1000 points of the two-moons data (500 per moon, Gaussian noise 0.1, as scikit-learn's
 make_moons), 800 for training and 200 held out for the test accuracy. The network is

@@ -1,7 +1,12 @@
 """Experiment 5: gradient descent, Newton's method and backtracking on f(x) = 2 - 3x^3 + x^4.
 
     python -m experiments.exp5_newton_1d
-    -> RESULT_PLACEHOLDER
+    -> GD from x0 = 1 after 60 steps: lr 0.02: x = 2.2500, lr 0.09: x = 2.2500 (oscillating),
+       lr 0.12: x = 2.4920 (oscillating). Newton from x0 = 2: 2.000000 -> 2.333333 -> 2.255556
+       -> 2.250027 -> 2.250000 -> 2.250000 (5 steps). Backtracking from x0 = 1: tried
+       t = [1.0, 0.5, 0.25], accepted t = 0.25, x1 = 2.25
+       (measured on the shared 2-core AMD EPYC, CPU only, jax 0.10.2, under load ~14: 2.6 s CPU,
+       12 s wall)
 
 f'(x) = 4x^3 - 9x^2 = x^2 (4x - 9) and f''(x) = 12x^2 - 18x = 6x (2x - 3): the minimum is at
 x* = 9/4 (f(x*) = -6.54), and x = 0 is a flat inflection point (f' = f'' = 0). The lessons:
@@ -96,7 +101,8 @@ def plot(path, runs, newton_runs, x0_bt, tried, c):
     for (x0, xs), style in zip(newton_runs.items(), ["s-", "s--"]):
         ax.plot(xs, style, color="tab:green", markersize=4, label=f"Newton from x0 = {x0:g}")
     ax.axhline(MINIMUM, color="k", linestyle=":", label="x* = 9/4")
-    ax.set(xlabel="iteration", ylabel="x", xlim=(-0.5, 40), title="Iterates: oscillation and Newton")
+    ax.set(xlabel="iteration", ylabel="x", xlim=(-0.5, 40),
+           title="Iterates: oscillation and Newton")
     ax.legend(fontsize=8, loc="lower right")
 
     ax = axes[1, 0]

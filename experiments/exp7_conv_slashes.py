@@ -1,7 +1,11 @@
 """Experiment 7: convolution, ReLU and max-pooling step by step, then a tiny CNN on slashes.
 
     python -m experiments.exp7_conv_slashes
-    -> RESULT_PLACEHOLDER
+    -> test accuracy on 400 noisy 6x6 slashes: kernels frozen 96.5%, kernels learned from random
+       98.0% (loss 0.0008); each learned kernel's best |cosine| with a fixed diagonal: 0.31, 0.48
+       (the learned kernels classify as well without turning into the hand-made diagonals)
+       (seed 0; the shared 2-core AMD EPYC, CPU only, jax 0.10.2, under load ~14 from
+       other jobs: 7.6 s CPU, 29 s wall)
 
 The images are 6x6: a diagonal stroke of 3 to 6 pixels at a random place, either a forward slash
 "/" (class 0) or a backslash "\\" (class 1), plus Gaussian pixel noise (sd 0.2). The CNN:
@@ -67,7 +71,7 @@ def init(key, kernels=None):
 
 
 def train(params, images, labels, *, learning_rate: float, steps: int, freeze_kernels: bool):
-    """Full-batch Adam; with `freeze_kernels` the kernels get zero updates. Returns (params, losses)."""
+    """Full-batch Adam; `freeze_kernels` gives the kernels zero updates. -> (params, losses)."""
     tx = optax.multi_transform(
         {"learn": optax.adam(learning_rate), "freeze": optax.set_to_zero()},
         {"kernel": "freeze" if freeze_kernels else "learn", "dense": {"w": "learn", "b": "learn"}})

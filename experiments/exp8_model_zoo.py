@@ -1,7 +1,17 @@
 """Experiment 8: linear vs MLP vs CNN on MNIST (and Fashion-MNIST when it is on the machine).
 
     python -m experiments.exp8_model_zoo
-    -> RESULT_PLACEHOLDER
+    -> 1 epoch over 8,192 training images, all 10,000 test images (seed 0):
+       | dataset       | model  | parameters | test accuracy | training s | whole run s |
+       | mnist         | linear |      7,850 |       80.69 % |        8.7 |        18.3 |
+       | mnist         | mlp    |    407,050 |       89.92 % |       11.7 |        21.1 |
+       | mnist         | cnn    |    454,922 |       93.88 % |       72.2 |        94.9 |
+       | fashion_mnist | linear |      7,850 |       72.62 % |        6.7 |         8.6 |
+       | fashion_mnist | mlp    |    407,050 |       79.83 % |       10.8 |        13.3 |
+       | fashion_mnist | cnn    |    454,922 |       80.63 % |       51.8 |        61.2 |
+       (shared 2-core AMD EPYC, CPU only, jax 0.10.2, under load ~14 from other jobs: 72 s CPU,
+       227 s wall; the times in the table are inflated alike. On an idle machine the CNN trains at
+       about 900 images/s (README), i.e. about 9 s for this budget.)
 
 Each model is jaxdigits' own (`models.make_model`), trained by the library's
 `train.train_and_evaluate` with its default recipe (Adam 1e-3, batch 128, warm-up then cosine
@@ -53,7 +63,8 @@ def run_one(config: Config, workdir: pathlib.Path, ds: data.Dataset) -> dict:
 
 
 def table(rows) -> str:
-    lines = ["| dataset | model | parameters | test accuracy (10,000 images) | training s | whole run s |",
+    lines = ["| dataset | model | parameters | test accuracy (10,000 images) | training s "
+             "| whole run s |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['dataset']} | {r['model']} | {r['parameters']:,} | "

@@ -1,16 +1,26 @@
 """Experiment 9: learning-rate sensitivity on MNIST: too small is slow, too large diverges.
 
     python -m experiments.exp9_lr_sensitivity
-    -> RESULT_PLACEHOLDER
+    -> MLP + SGD, 400 steps over 12,800 images, test accuracy on all 10,000 images:
+       lr 0.001: loss 2.559 -> 1.0588, 77.43% (converging, slowly)
+       lr 0.01:  loss 2.559 -> 0.3796, 90.06% (converging)
+       lr 0.1:   loss 2.559 -> 0.1539, 94.48% (converging; the best)
+       lr 1:     loss 2.559 -> peak 77.9 -> 0.6315, 71.90% (overshot, then recovered)
+       lr 10:    loss 2.559 -> peak 1.25e+06 -> 2.3462, 10.14% (diverged: ends at chance)
+       lr 1000:  loss non-finite from step 12, 9.80% (diverged); train_and_evaluate at lr 1000
+                 stopped with "training diverged in epoch 1: the loss is nan; ...", caught
+       (seed 0; the shared 2-core AMD EPYC, CPU only, jax 0.10.2, under load ~14 from
+       other jobs: 19 s CPU, 49 s wall)
 
 jaxdigits' MLP (784-512-10, `models.make_model("mlp")`) trained by jaxdigits' plain "sgd"
 optimizer (`optimizers.OPTIMIZERS`, i.e. optax.sgd) with a constant learning rate, from the same
 initialisation and on the same batches (128 images each, from a per-epoch shuffle of the first
 `--train_examples` training images) for every rate. The training loss of every step is kept, and
 each final model is scored on the full 10,000-image test set. A run has diverged when its loss
-becomes non-finite (the step is recorded) or ends above where it started; the scan keeps going
-through NaNs, so detecting divergence never stops the experiment. Then the library's own guard is
-shown: `train.train_and_evaluate` with the smallest rate that went non-finite stops with a
+becomes non-finite (the step is recorded) or ends no better than chance (ln 10: a model that
+learned nothing); it overshot when its loss rose above twice its starting value. The scan keeps
+going through NaNs, so detecting divergence never stops the experiment. Then the library's own
+guard is shown: `train.train_and_evaluate` with the smallest rate that went non-finite stops with a
 one-sentence UserError, which is caught and recorded. The learning rate is an argument of one
 compiled function, so all rates share one compilation. Outputs: results.json and lr_sensitivity.png
 (the loss curves on one plot; final loss and test accuracy against the rate).
@@ -201,12 +211,14 @@ def main(argv):
         print(f"train_and_evaluate at lr {g['learning_rate']:g}: " +
               (f"stopped: {g['message']}" if g["stopped"] else
                f"completed, test accuracy {100 * g['test_accuracy']:.2f}%"))
-    print(f"Best rate {r['best_learning_rate']}. Wrote {f.workdir}/results.json, lr_sensitivity.png")
+    print(f"Best rate {r['best_learning_rate']}. "
+          f"Wrote {f.workdir}/results.json, lr_sensitivity.png")
 
 
 if __name__ == "__main__":
     _common.define_workdir_flag("exp9_lr_sensitivity")
-    flags.DEFINE_list("learning_rates", ["0.001", "0.01", "0.1", "1", "10", "1000"], "Rates to compare.")
+    flags.DEFINE_list("learning_rates", ["0.001", "0.01", "0.1", "1", "10", "1000"],
+                      "Learning rates to compare.")
     flags.DEFINE_integer("steps", 400, "SGD steps per rate.")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
     flags.DEFINE_integer("train_examples", 12800, "Training images used (the first of the split).")
