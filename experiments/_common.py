@@ -89,6 +89,15 @@ def define_workdir_flag(name: str):
                                "Folder for results.json and the PNG plots.")
 
 
+def floats(flag: str, values) -> tuple[float, ...]:
+    """A list flag's strings as floats, or a UserError naming the flag."""
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise UserError(f"--{flag} must be comma-separated numbers, got "
+                        f"{','.join(values)}.") from None
+
+
 def check_positive(**values) -> None:
     """Raises UserError naming the first flag that is not positive."""
     for flag, value in values.items():

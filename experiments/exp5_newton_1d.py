@@ -173,7 +173,8 @@ def run(workdir, *, x0_gd=1.0, learning_rates=(0.02, 0.09, 0.12), gd_steps=60, x
 def main(argv):
     _common.start(argv)
     fl = flags.FLAGS
-    r = run(fl.workdir, x0_gd=fl.x0_gd, learning_rates=tuple(float(v) for v in fl.learning_rates),
+    r = run(fl.workdir, x0_gd=fl.x0_gd,
+            learning_rates=_common.floats("learning_rates", fl.learning_rates),
             gd_steps=fl.gd_steps, x0_newton=fl.x0_newton, newton_steps=fl.newton_steps,
             x0_backtracking=fl.x0_backtracking, c=fl.c, beta=fl.beta)
     gd = ", ".join(f"lr {lr}: x = {v['final_x']:.4f}{' (oscillating)' if v['oscillates'] else ''}"

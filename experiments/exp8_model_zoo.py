@@ -101,9 +101,11 @@ def run(workdir, *, datasets=("mnist", "fashion_mnist"), model_names=("linear", 
         train_examples=8192, epochs=1, seed=0) -> dict:
     _common.check_positive(train_examples=train_examples, epochs=epochs)
     unknown = [m for m in model_names if m not in models.MODELS]
-    if unknown or not model_names or not datasets:
+    if unknown or not model_names:
         raise UserError(f"--models must name some of {', '.join(models.MODELS)}, got "
-                        f"{','.join(model_names)}; --datasets must not be empty.")
+                        f"{','.join(model_names)}.")
+    if not datasets:
+        raise UserError("--datasets must name at least one dataset.")
     workdir = _common.prepare_workdir(workdir)
     rows, skipped = [], {}
     for dataset in datasets:

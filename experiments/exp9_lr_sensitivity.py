@@ -37,7 +37,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import data, losses, models, optimizers, train
+from jaxdigits import losses, models, optimizers, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 
@@ -197,7 +197,8 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
 def main(argv):
     _common.start(argv)
     f = flags.FLAGS
-    r = run(f.workdir, learning_rates=tuple(float(v) for v in f.learning_rates), steps=f.steps,
+    r = run(f.workdir, learning_rates=_common.floats("learning_rates", f.learning_rates),
+            steps=f.steps,
             batch_size=f.batch_size, train_examples=f.train_examples,
             check_library=f.check_library, seed=f.seed)
     for lr, s in r["runs"].items():

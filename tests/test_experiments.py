@@ -5,7 +5,6 @@ its flags), then checks the JSON it wrote and that every PNG it promised is a re
 """
 
 import json
-import math
 import sys
 
 import numpy as np
