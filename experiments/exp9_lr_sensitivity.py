@@ -22,8 +22,9 @@ learned nothing); it overshot when its loss rose above twice its starting value.
 going through NaNs, so detecting divergence never stops the experiment. Then the library's own
 guard is shown: `train.train_and_evaluate` with the smallest rate that went non-finite stops with a
 one-sentence UserError, which is caught and recorded. The learning rate is an argument of one
-compiled function, so all rates share one compilation. Outputs: results.json and lr_sensitivity.png
-(the loss curves on one plot; final loss and test accuracy against the rate).
+compiled function, so all rates share one compilation. Outputs: results.json (non-finite losses
+are stored as null, JSON having no NaN) and lr_sensitivity.png (the loss curves on one plot;
+final loss and test accuracy against the rate).
 """
 
 import dataclasses
