@@ -1,5 +1,6 @@
 """Metric writers (metrics.jsonl and TensorBoard events), atomic files, and the progress bar."""
 
+import functools
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ def write_atomic(path, text: str | bytes) -> None:
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal file's mode.
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
@@ -23,6 +25,14 @@ def write_atomic(path, text: str | bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once: setting it to read it is not thread-safe)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_jsonl(path) -> list[dict]:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdigits import checkpoint, evaluate, optimizers, train
+from jaxdigits import checkpoint, evaluate, metrics, optimizers, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -175,3 +176,12 @@ def test_default_workdirs_never_collide(tmp_path, monkeypatch):
     first.mkdir(parents=True)
     second = train.default_workdir(Config())
     assert second != first and not second.exists() and second.parent == first.parent
+
+
+def test_write_atomic_gives_a_normal_file_mode(tmp_path):
+    metrics.write_atomic(tmp_path / "a.json", "{}")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "a.json").read_text() == "{}"
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask  # Not mkstemp's 0600.
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # No temporary file left behind.
