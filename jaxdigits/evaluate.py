@@ -2,6 +2,8 @@
 
     python -m jaxdigits.evaluate --workdir=runs/mnist-cnn-20261122-010000
     python -m jaxdigits.evaluate --checkpoint=runs/.../best/4 --split=validation
+    python -m jaxdigits.evaluate --workdir=runs/mlp-x4          # a --num_models run: members, ensemble
+    python -m jaxdigits.evaluate --workdir=runs/a,runs/b,runs/c  # the ensemble of separate runs
 """
 
 import json
@@ -9,7 +11,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, train
+from jaxdigits import checkpoint, many, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -51,12 +53,30 @@ def main(argv):
     path = FLAGS.checkpoint or FLAGS.workdir
     if not path:
         raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
-    if not pathlib.Path(path).exists():
-        raise UserError(f"{path} does not exist.")
+    for p in path.split(","):
+        if not pathlib.Path(p).exists():
+            raise UserError(f"{p} does not exist.")
+    paths = many.member_paths(path) if "," not in path else path.split(",")
+    if paths:
+        return print_ensemble(many.evaluate_ensemble(paths, which=FLAGS.which, split=FLAGS.split,
+                                                     data_dir=FLAGS.data_dir))
     result = evaluate_run(path, which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir)
     print(f"{result['model']} on {result['dataset']} (epoch {result['epoch']}), {result['split']}: "
           f"accuracy {100 * result['accuracy']:.2f}% on all {result['count']} images, "
           f"loss {result['loss']:.4f}")
+    print(json.dumps(result))
+
+
+def print_ensemble(result: dict) -> None:
+    for m in result["members"]:
+        print(f"{m['path']}: {m['model']} seed {m['seed']} (epoch {m['epoch']}), {result['split']}: "
+              f"accuracy {100 * m['accuracy']:.2f}%, loss {m['loss']:.4f}")
+    if "ensemble" in result:
+        e = result["ensemble"]
+        print(f"ensemble of {e['members']} (mean probability), {result['split']}: accuracy "
+              f"{100 * e['accuracy']:.2f}% on all {e['count']} images, loss {e['loss']:.4f}")
+    else:
+        print(f"no ensemble: the members do not share one {result['split']} split.")
     print(json.dumps(result))
 
 

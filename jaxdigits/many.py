@@ -346,5 +346,48 @@ def train_epoch(run_chunk, state, pool, order, step_keys, setup, steps_per_call,
                    for k in range(order.shape[0])]
 
 
+def member_paths(path) -> list[pathlib.Path]:
+    """The member folders of a many-model run folder, or [] if `path` is not one."""
+    path = pathlib.Path(path)
+    config = train.read_config(path) if path.is_dir() else None
+    if config is None or (config.num_models == 1 and not config.sweep):
+        return []
+    return [path / member_name(k) for k in range(len(member_configs(config)))]
+
+
+def predict(setup: train.Setup, params, images) -> np.ndarray:
+    """Logits float32 [n, classes] of uint8 images [n, H, W, C], in padded eval batches."""
+    apply = jax.jit(lambda p, x: setup.model.apply(p, train.normalise(x, setup.mean, setup.std)))
+    b, n = setup.config.eval_batch_size, len(images)
+    out = [np.asarray(apply(params, images[np.minimum(np.arange(i, i + b), n - 1)]))
+           for i in range(0, n, b)]
+    return np.concatenate(out)[:n]
+
+
+def evaluate_ensemble(paths, *, which: str = "best", split: str = "test", data_dir=None) -> dict:
+    """Every member's loss and accuracy on `split`, and the ensemble's (mean of probabilities).
+
+    `paths`: run folders (the members of a many-model run, or separate runs of one dataset).
+    On the validation split the ensemble is scored only if all members share that split.
+    """
+    from jaxdigits import evaluate
+
+    logits, results, splits = [], [], set()
+    for path in paths:
+        setup, params, meta = evaluate.load_run(path, which)
+        _, _, val, test = train.prepare_data(setup.config, data_dir)
+        images, labels = {"test": test, "validation": val}[split]
+        if not len(labels):
+            raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
+        logits.append(predict(setup, params, images))
+        splits.add((meta["dataset"], labels.tobytes(), images.tobytes()))
+        results.append({"path": str(path), "epoch": meta["epoch"], "model": setup.config.model,
+                        "seed": setup.config.seed, **metrics_of(logits[-1], labels)})
+    out = {"split": split, "dataset": meta["dataset"], "members": results}
+    if len(splits) == 1:
+        out["ensemble"] = ensemble_metrics(np.stack(logits), labels)
+    return out
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
