@@ -372,11 +372,18 @@ def evaluate_ensemble(paths, *, which: str = "best", split: str = "test", data_d
     """
     from jaxdigits import evaluate
 
-    logits, results, splits = [], [], set()
+    logits, results, splits, datasets = [], [], set(), {}
     for path in paths:
         setup, params, meta = evaluate.load_run(path, which)
-        _, _, val, test = train.prepare_data(setup.config, data_dir)
-        images, labels = {"test": test, "validation": val}[split]
+        c = setup.config
+        if c.dataset not in datasets:  # Load once; each member carves its own split.
+            datasets[c.dataset] = data.load_dataset(c.dataset, data_dir)
+        ds = datasets[c.dataset]
+        if split == "test":
+            images, labels = ds.test_images, ds.test_labels
+        else:
+            _, _, images, labels = data.split_validation(ds.train_images, ds.train_labels,
+                                                         c.validation_size, c.seed)
         if not len(labels):
             raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
         logits.append(predict(setup, params, images))

@@ -18,10 +18,10 @@ from jaxdigits.metrics import read_jsonl
 
 # MLP with dropout: the dropout masks of a sharded batch must match the unsharded ones too.
 ARGS = dict(model="mlp", hidden=(32,), epochs=2, batch_size=64, max_train_examples=512,
-            validation_size=256, dropout=0.1, eval_batch_size=500)
+            validation_size=256, dropout=0.1, eval_batch_size=500, driver="step")
 FLAGS = ["--model=mlp", "--hidden=32", "--epochs=2", "--batch_size=64",
          "--max_train_examples=512", "--validation_size=256", "--dropout=0.1",
-         "--eval_batch_size=500", "--quiet"]
+         "--eval_batch_size=500", "--driver=step", "--quiet"]
 
 SCRIPT = """
 import json, sys
