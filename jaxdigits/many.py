@@ -213,6 +213,9 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     workdir = pathlib.Path(workdir)
     if keep_checkpoints < 1:
         raise UserError(f"--keep_checkpoints must be at least 1, got {keep_checkpoints}.")
+    if jax.process_count() > 1:
+        raise UserError("--num_models and --sweep run in one process (on its first device); "
+                        "start them without --coordinator_address.")
     exists = train.check_workdir(workdir, validate(config))
     ds = data.load_dataset(config.dataset, data_dir, allow_download)
     members = make_members(config, ds)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli
 from jaxdigits import evaluate, many, train
-from jaxdigits.config import Config
+from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
 
@@ -126,5 +126,5 @@ def test_bad_sweeps_are_refused():
         many.parse_sweep("learning_rate=fast")
     with pytest.raises(UserError, match="--learning_rate must be positive"):
         many.member_configs(Config(sweep="learning_rate=0.1,-1"))
-    result = run_cli("jaxdigits.train", "--model=linear", "--num_models=0")
-    assert result.returncode == 2 and "--num_models must be at least 1" in result.stderr
+    with pytest.raises(UserError, match="--num_models must be at least 1"):
+        validate(Config(num_models=0))
