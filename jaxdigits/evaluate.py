@@ -11,7 +11,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, many, train
+from jaxdigits import checkpoint, ensemble, many, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -58,8 +58,8 @@ def main(argv):
             raise UserError(f"{p} does not exist.")
     paths = many.member_paths(path) if "," not in path else path.split(",")
     if paths:
-        return print_ensemble(many.evaluate_ensemble(paths, which=FLAGS.which, split=FLAGS.split,
-                                                     data_dir=FLAGS.data_dir))
+        return print_ensemble(ensemble.evaluate_ensemble(paths, which=FLAGS.which,
+                                                         split=FLAGS.split, data_dir=FLAGS.data_dir))
     result = evaluate_run(path, which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir)
     print(f"{result['model']} on {result['dataset']} (epoch {result['epoch']}), {result['split']}: "
           f"accuracy {100 * result['accuracy']:.2f}% on all {result['count']} images, "

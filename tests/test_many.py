@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from jaxdigits import evaluate, many, train
+from jaxdigits import ensemble, evaluate, many, train
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -60,7 +60,7 @@ def test_four_seeds_in_one_program_equal_four_separate_runs(seed_run, tmp_path):
 
 def test_evaluate_reports_members_and_the_ensemble(seed_run):
     path, result = seed_run
-    out = many.evaluate_ensemble(many.member_paths(path), which="latest")
+    out = ensemble.evaluate_ensemble(many.member_paths(path), which="latest")
     assert [m["accuracy"] for m in out["members"]] == [m["test_accuracy"] for m in result["members"]]
     logits = []
     for k in range(4):
@@ -76,7 +76,7 @@ def test_evaluate_reports_members_and_the_ensemble(seed_run):
     cli = run_cli("jaxdigits.evaluate", f"--workdir={path}", "--which=latest")
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "member_3: mlp seed 3" in cli.stdout and "ensemble of 4 (mean probability), test" in cli.stdout
-    val = many.evaluate_ensemble(many.member_paths(path), split="validation")
+    val = ensemble.evaluate_ensemble(many.member_paths(path), split="validation")
     assert "ensemble" not in val  # Each seed carved its own validation split.
 
 
