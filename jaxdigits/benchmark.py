@@ -3,11 +3,17 @@
     python -m jaxdigits.benchmark --model=cnn                 # steady-state steps
     python -m jaxdigits.benchmark --model=cnn --epochs=2      # also whole timed epochs
     python -m jaxdigits.benchmark --model=cnn --driver=step --json=out.json
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m jaxdigits.benchmark --model=mlp
+
+With several devices it measures 1, 2, 4, ... of them, each with `--batch_size` images per device
+(weak scaling), and reports total and per-device images/s and the scaling efficiency
+(per-device images/s on n devices over that on one); `--devices=N` measures N devices only.
 
 Achieved GFLOP/s is XLA's own count of the compiled step's floating-point operations (its cost
 analysis) over the measured time. Times are medians over repeats of `--calls` compiled calls.
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -17,7 +23,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxdigits import train
+from jaxdigits import parallel, train
 from jaxdigits.config import Config
 
 
@@ -46,17 +52,22 @@ def flops_of(compiled) -> float:
 
 
 def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int = 0,
-              data_dir=None, quiet: bool = True) -> dict:
-    """Measures `config`'s train step as `train_and_evaluate` would run it (same driver)."""
+              data_dir=None, quiet: bool = True, devices: int = 1) -> dict:
+    """Measures `config`'s train step as `train_and_evaluate` would run it (same driver), on
+    `devices` devices (0: all) with `config.batch_size` images per step in all."""
+    mesh = parallel.make_mesh(devices)
+    parallel.check_divisible(config.batch_size, mesh)
     ds, (tx, ty), _, _ = train.prepare_data(config, data_dir)
     mean, std = train.pixel_stats(tx)
     setup = train.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
     state = train.init_state(setup, init_key)
     data = train.to_device(tx, ty)
+    if mesh.size > 1:
+        state, data = parallel.replicate((state, data), mesh)
     driver, k = train.resolve_driver(config)
     k = min(k, setup.steps_per_epoch)
-    run_chunk = train.make_chunk_runner(setup, driver)
+    run_chunk = train.make_chunk_runner(setup, driver, mesh)
     perm = jax.random.permutation(data_key, len(tx)).astype(jnp.int32)
 
     start = time.perf_counter()
@@ -81,7 +92,9 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
         "model": config.model, "batch_size": config.batch_size, "optimizer": config.optimizer,
         "driver": driver, "steps_per_call": k, "compile_seconds": compile_seconds,
         "step_seconds": step, "step_seconds_min": min(step_times), "step_seconds_max": max(step_times),
-        "images_per_second": config.batch_size / step, "gflops_per_step": flops_per_step / 1e9,
+        "images_per_second": config.batch_size / step, "devices": mesh.size,
+        "images_per_second_per_device": config.batch_size / step / mesh.size,
+        "gflops_per_step": flops_per_step / 1e9,
         "achieved_gflops_per_second": flops_per_step / step / 1e9,
         **device_info(), "versions": versions(),
     }
@@ -109,7 +122,8 @@ def format_table(result: dict) -> str:
         ("compile", f"{result['compile_seconds']:.2f} s"),
         ("step", f"{1e3 * result['step_seconds']:.2f} ms (min {1e3 * result['step_seconds_min']:.2f}, "
                  f"max {1e3 * result['step_seconds_max']:.2f})"),
-        ("images/s", f"{result['images_per_second']:,.0f}"),
+        ("images/s", f"{result['images_per_second']:,.0f} on {result['devices']} device(s), "
+                     f"{result['images_per_second_per_device']:,.0f} per device"),
         ("GFLOP/step", f"{result['gflops_per_step']:.3f} (XLA cost analysis)"),
         ("GFLOP/s", f"{result['achieved_gflops_per_second']:.1f}"),
     ]
@@ -121,6 +135,30 @@ def format_table(result: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def scaling(config: Config, run) -> dict:
+    """Weak scaling: `run(config, n)` on n = 1, 2, 4, ... devices, `config.batch_size` per device."""
+    counts = sorted({min(2 ** i, jax.device_count()) for i in range(jax.device_count().bit_length() + 1)})
+    results = [run(dataclasses.replace(config, batch_size=config.batch_size * n), n) for n in counts]
+    base = results[0]["images_per_second_per_device"]
+    for r in results:
+        r["scaling_efficiency"] = r["images_per_second_per_device"] / base
+    return {"scaling": results, **device_info(), "versions": versions()}
+
+
+def format_scaling(result: dict) -> str:
+    lines = [f"{'devices':>7}  {'batch':>6}  {'step ms':>8}  {'images/s':>9}  {'per device':>10}  "
+             f"{'efficiency':>10}"]
+    for r in result["scaling"]:
+        lines.append(f"{r['devices']:>7}  {r['batch_size']:>6}  {1e3 * r['step_seconds']:>8.2f}  "
+                     f"{r['images_per_second']:>9,.0f}  {r['images_per_second_per_device']:>10,.0f}  "
+                     f"{100 * r['scaling_efficiency']:>9.1f}%")
+    first = result["scaling"][0]
+    lines.append(f"{first['model']}, {first['optimizer']}, driver {first['driver']} x"
+                 f"{first['steps_per_call']}; {result['backend']} {result['device']}, "
+                 f"{result['cpu_count']} CPUs, XLA_FLAGS={result['xla_flags']!r}")
+    return "\n".join(lines)
+
+
 def main(argv):
     from absl import app, flags
 
@@ -130,9 +168,15 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
     config = config_lib.validate(config_lib.from_flags())
-    result = benchmark(config, calls=FLAGS.calls, repeats=FLAGS.repeats, epochs=FLAGS.bench_epochs,
-                       data_dir=FLAGS.data_dir, quiet=FLAGS.quiet)
-    print(format_table(result))
+    run = lambda c, n: benchmark(c, calls=FLAGS.calls, repeats=FLAGS.repeats,
+                                 epochs=FLAGS.bench_epochs, data_dir=FLAGS.data_dir,
+                                 quiet=FLAGS.quiet, devices=n)
+    if jax.device_count() > 1 and not FLAGS.devices:
+        result = scaling(config, run)
+        print(format_scaling(result))
+    else:
+        result = run(config, FLAGS.devices or 1)
+        print(format_table(result))
     if FLAGS.json:
         from jaxdigits.metrics import write_atomic
 
@@ -156,4 +200,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("data_dir", None, "Folder with the IDX files.")
     flags.DEFINE_string("json", None, "Also write the result to this JSON file.")
     flags.DEFINE_bool("quiet", True, "No progress bar during timed epochs.")
+    flags.DEFINE_integer("devices", 0, "Measure on this many devices only (0: with several "
+                         "visible, each power of two up to all of them).")
     app.run(report_user_errors(main))

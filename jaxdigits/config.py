@@ -44,6 +44,10 @@ class Config:
     max_train_examples: int = _f(0, "Use only this many training examples (0: all); for quick runs.")
     driver: str = _f("auto", "How steps are driven: auto, step, unroll or scan.")
     steps_per_call: int = _f(0, "Steps compiled into one call by unroll/scan (0: per backend).")
+    num_models: int = _f(1, "Train this many models at once, seeds SEED..SEED+K-1, in one program "
+                            "(jax.vmap); see jaxdigits/many.py.")
+    sweep: str = _f("", "Train one model per setting in one program, e.g. "
+                        "learning_rate=1e-4,3e-4,1e-3;momentum=0.8,0.9 (the grid of all pairs).")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -84,6 +88,7 @@ def validate(config: Config) -> Config:
         (config.warmup_epochs >= 0, "--warmup_epochs must be 0 or more"),
         (config.steps_per_call >= 0, "--steps_per_call must be 0 (auto) or more"),
         (config.augment_shift >= 0, "--augment_shift must be 0 (off) or more"),
+        (config.num_models >= 1, f"--num_models must be at least 1, got {config.num_models}"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
     ]

@@ -2,10 +2,12 @@
 
     python -m jaxdigits.evaluate --workdir=runs/mnist-cnn-20261122-010000   # report in RUN/report/
     python -m jaxdigits.evaluate --checkpoint=runs/.../best/4 --split=validation
+    python -m jaxdigits.evaluate --workdir=runs/mlp-x4          # a --num_models run: members, ensemble
+    python -m jaxdigits.evaluate --workdir=runs/a,runs/b,runs/c  # the ensemble of separate runs
 
-The report (metrics, confusion matrix, worst examples, samples, training curves; see
+The report of one run (metrics, confusion matrix, worst examples, samples, training curves; see
 `jaxdigits.report`) goes to `--report_dir`, by default `RUN/report/` (`RUN/report-validation/`
-for the validation split).
+for the validation split). Several runs get each member's score and the ensemble's.
 """
 
 import json
@@ -13,7 +15,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, models, report, train
+from jaxdigits import checkpoint, ensemble, many, models, report, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -79,8 +81,13 @@ def main(argv):
     path = FLAGS.checkpoint or FLAGS.workdir
     if not path:
         raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
-    if not pathlib.Path(path).exists():
-        raise UserError(f"{path} does not exist.")
+    for p in path.split(","):
+        if not pathlib.Path(p).exists():
+            raise UserError(f"{p} does not exist.")
+    paths = many.member_paths(path) if "," not in path else path.split(",")
+    if paths:
+        return print_ensemble(ensemble.evaluate_ensemble(paths, which=FLAGS.which,
+                                                         split=FLAGS.split, data_dir=FLAGS.data_dir))
     result = report_run(path, which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir,
                         report_dir=FLAGS.report_dir, worst_k=FLAGS.worst_k,
                         sample_class=FLAGS.sample_class, num_samples=FLAGS.num_samples)
@@ -88,6 +95,19 @@ def main(argv):
     print(json.dumps({"split": result["split"], "epoch": result["run"]["epoch"],
                       "model": result["run"]["model"], "dataset": result["run"]["dataset"],
                       **{k: result[k] for k in ("loss", "accuracy", "count")}}))
+
+
+def print_ensemble(result: dict) -> None:
+    for m in result["members"]:
+        print(f"{m['path']}: {m['model']} seed {m['seed']} (epoch {m['epoch']}), {result['split']}: "
+              f"accuracy {100 * m['accuracy']:.2f}%, loss {m['loss']:.4f}")
+    if "ensemble" in result:
+        e = result["ensemble"]
+        print(f"ensemble of {e['members']} (mean probability), {result['split']}: accuracy "
+              f"{100 * e['accuracy']:.2f}% on all {e['count']} images, loss {e['loss']:.4f}")
+    else:
+        print(f"no ensemble: the members do not share one {result['split']} split.")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdigits import augment, checkpoint, data, losses, models, optimizers
+from jaxdigits import augment, checkpoint, data, losses, models, optimizers, parallel
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import MetricWriter, Progress, write_atomic
@@ -105,20 +105,13 @@ def default_driver(backend: str) -> tuple[str, int]:
     return "scan", 64  # GPU/TPU: fewer host round-trips per step; see BUILD_NOTES.md.
 
 
-def make_chunk_runner(setup: Setup, driver: str):
-    """A jitted `run(state, acc, data, perm, start, step_key, num_steps)` doing `num_steps` steps.
-
-    Step i of the chunk trains on `perm[(start + i) * batch : (start + i + 1) * batch]`.
-    `driver` "unroll" (and "step", which is unroll with one step per call) writes the steps out in
-    one program; "scan" loops with `lax.scan`. The state and accumulator buffers are donated.
-    """
+def make_batch_step(setup: Setup):
+    """`batch_step(state, acc, data, idx, step_key, mean, std) -> (state, acc)`: one step on
+    `data[idx]`, gathered, augmented and normalised on the device (shared with `jaxdigits.many`)."""
     train_step = make_train_step(setup)
-    batch_size, mean, std = setup.config.batch_size, setup.mean, setup.std
     shift = setup.config.augment_shift
 
-    def one_step(carry, i, data, perm, start, step_key):
-        state, acc = carry
-        idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))  # [b]
+    def batch_step(state, acc, data, idx, step_key, mean, std):
         # Per-step keys depend on the step number only, so a resumed run replays them.
         dropout_key, augment_key = jax.random.split(jax.random.fold_in(step_key, state.step))
         images = data.images[idx]  # uint8 [b, H, W, C]
@@ -126,7 +119,28 @@ def make_chunk_runner(setup: Setup, driver: str):
             images = augment.random_shift(augment_key, images, shift)
         batch = {"image": normalise(images, mean, std), "label": data.labels[idx]}
         state, metrics = train_step(state, batch, dropout_key)
-        return (state, jax.tree.map(jnp.add, acc, metrics)), None
+        return state, jax.tree.map(jnp.add, acc, metrics)
+
+    return batch_step
+
+
+def make_chunk_runner(setup: Setup, driver: str, mesh=None):
+    """A jitted `run(state, acc, data, perm, start, step_key, num_steps)` doing `num_steps` steps.
+
+    Step i of the chunk trains on `perm[(start + i) * batch : (start + i + 1) * batch]`.
+    `driver` "unroll" (and "step", which is unroll with one step per call) writes the steps out in
+    one program; "scan" loops with `lax.scan`. The state and accumulator buffers are donated.
+    With a `mesh` of several devices each device gathers and trains on its slice of every batch
+    and XLA all-reduces the gradients; state and data stay replicated (`jaxdigits.parallel`).
+    """
+    batch_step = make_batch_step(setup)
+    batch_size, mean, std = setup.config.batch_size, setup.mean, setup.std
+
+    def one_step(carry, i, data, perm, start, step_key):
+        idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))  # [b]
+        if mesh is not None and mesh.size > 1:
+            idx = parallel.shard_batch(idx, mesh)
+        return batch_step(*carry, data, idx, step_key, mean, std), None
 
     def run(state, acc, data, perm, start, step_key, num_steps):
         body = lambda carry, i: one_step(carry, i, data, perm, start, step_key)
@@ -137,7 +151,8 @@ def make_chunk_runner(setup: Setup, driver: str):
             carry, _ = body(carry, i)
         return carry
 
-    return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1))
+    out = {} if mesh is None or mesh.size == 1 else {"out_shardings": parallel.replicated(mesh)}
+    return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1), **out)
 
 
 def resolve_driver(config: Config) -> tuple[str, int]:
@@ -149,12 +164,14 @@ def resolve_driver(config: Config) -> tuple[str, int]:
     return driver, config.steps_per_call or steps
 
 
-def make_evaluator(setup: Setup):
+def make_evaluator(setup: Setup, mesh=None):
     """`evaluate(params, data) -> {"loss", "accuracy", "count"}` over every example in `data`.
 
     Batches of `eval_batch_size`; the last one is padded and masked, so nothing is dropped.
+    With a `mesh` of several devices that divides the batch, each device scores its slice.
     """
     model, batch_size, mean, std = setup.model, setup.config.eval_batch_size, setup.mean, setup.std
+    split = mesh is not None and mesh.size > 1 and batch_size % mesh.size == 0
 
     @jax.jit
     def eval_batch(params, data, start):
@@ -162,6 +179,8 @@ def make_evaluator(setup: Setup):
         position = start + jnp.arange(batch_size)  # [b]
         mask = position < n
         idx = jnp.minimum(position, n - 1)
+        if split:
+            idx = parallel.shard_batch(idx, mesh)
         logits = model.apply(params, normalise(data.images[idx], mean, std))
         labels = data.labels[idx]
         per_example = losses.cross_entropy(logits=logits, labels=labels)
@@ -229,25 +248,36 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> bool:
 
 
 def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download=True,
-                       quiet=False, resume=False, keep_checkpoints=3) -> dict:
+                       quiet=False, resume=False, keep_checkpoints=3, devices=0) -> dict:
     """Trains, validating and checkpointing every epoch, then scores the whole test set.
 
     Continues from the workdir's latest checkpoint if there is one, replaying the same data
     order and dropout keys, so the result is bit-identical to an uninterrupted run (on CPU).
+    Trains data-parallel on `devices` devices (0: all, of every process; see `parallel`).
     Returns the final record (test loss and accuracy among it).
     """
+    if config.num_models > 1 or config.sweep:
+        from jaxdigits import many
+
+        return many.train_many(config, workdir, data_dir=data_dir, allow_download=allow_download,
+                               quiet=quiet, resume=resume, keep_checkpoints=keep_checkpoints)
     workdir = pathlib.Path(workdir)
     if keep_checkpoints < 1:
         raise UserError(f"--keep_checkpoints must be at least 1, got {keep_checkpoints}.")
     exists = check_workdir(workdir, validate(config))
+    mesh = parallel.make_mesh(devices)
+    parallel.check_divisible(config.batch_size, mesh)
+    parallel.sync("checked workdir")  # Before process 0 writes into it.
+    primary = parallel.is_primary()
     saved = checkpoint.saved_epochs(workdir / "checkpoints")
     if resume and not saved:
         raise UserError(f"--resume was given but {workdir} holds no checkpoint to resume from.")
     ds, (tx, ty), (vx, vy), (test_x, test_y) = prepare_data(config, data_dir, allow_download)
     mean, std = pixel_stats(tx)
     setup = make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not exists:
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+    if primary and not exists:
         write_atomic(workdir / "config.json", config.to_json())
 
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
@@ -260,21 +290,26 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
              f"{workdir} is complete ({start_epoch} epochs); scoring the test set again.")
 
     train, val, test = to_device(tx, ty), to_device(vx, vy), to_device(test_x, test_y)
+    if mesh.size > 1:
+        state, train, val, test = parallel.replicate((state, train, val, test), mesh)
     driver, steps_per_call = resolve_driver(config)
-    run_chunk = make_chunk_runner(setup, driver)
-    evaluate = make_evaluator(setup)
-    writer = MetricWriter(workdir, history)
+    run_chunk = make_chunk_runner(setup, driver, mesh)
+    evaluate = make_evaluator(setup, mesh)
+    writer = MetricWriter(workdir, history) if primary else parallel.NullWriter()
     schedule = optimizers.schedule_for(config, setup.steps_per_epoch)
     _log(f"{config.model} on {ds.name} from {ds.source}: {len(tx)} train, {len(vx)} validation, "
          f"{len(test_x)} test images; {models.count_params(state.params):,} parameters; "
-         f"{jax.default_backend()} ({jax.devices()[0].device_kind}), driver {driver} x{steps_per_call}.")
+         f"{jax.default_backend()} ({jax.devices()[0].device_kind}) x{mesh.size}"
+         + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "")
+         + f", driver {driver} x{steps_per_call}.")
     best = max(map(_score, history), default=-math.inf)
     ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             start_time = time.perf_counter()
             state, train_metrics = train_epoch(
-                run_chunk, state, train, data_key, step_key, epoch, setup, steps_per_call, quiet)
+                run_chunk, state, train, data_key, step_key, epoch, setup, steps_per_call,
+                quiet or not primary)
             seconds = time.perf_counter() - start_time
             record = {"epoch": epoch, "step": int(state.step),
                       "learning_rate": float(schedule(int(state.step) - 1)),
@@ -300,7 +335,8 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     finally:
         ckpt.close()
         writer.close()
-    write_atomic(workdir / "results.json", json.dumps(final, indent=2) + "\n")
+    if primary:
+        write_atomic(workdir / "results.json", json.dumps(final, indent=2) + "\n")
     _log(f"Test accuracy {100 * test['accuracy']:.2f}% on all {test['count']} test images, "
          f"loss {test['loss']:.4f}.")
     _log(f"Run saved in {workdir}: config.json, metrics.jsonl, results.json, tensorboard/, "
@@ -358,7 +394,8 @@ def _format(record: dict) -> str:
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 def default_workdir(config: Config) -> pathlib.Path:
@@ -381,12 +418,15 @@ def main(argv):
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
+    parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                        auto=FLAGS.distributed)
     # An existing run: its saved config holds; flags given now must agree with it.
     base = read_config(FLAGS.workdir) if FLAGS.workdir else None
     config = config_lib.from_flags(base)
     workdir = FLAGS.workdir or default_workdir(config)
     train_and_evaluate(config, workdir, data_dir=FLAGS.data_dir, allow_download=FLAGS.download,
-                       quiet=FLAGS.quiet, resume=FLAGS.resume, keep_checkpoints=FLAGS.keep_checkpoints)
+                       quiet=FLAGS.quiet, resume=FLAGS.resume, keep_checkpoints=FLAGS.keep_checkpoints,
+                       devices=FLAGS.devices)
 
 
 def define_run_flags():
@@ -399,6 +439,13 @@ def define_run_flags():
     flags.DEFINE_bool("quiet", False, "No progress bar (one line per epoch, for logs).")
     flags.DEFINE_bool("resume", False, "Require an existing checkpoint in --workdir to continue from.")
     flags.DEFINE_integer("keep_checkpoints", 3, "How many of the latest epoch checkpoints to keep.")
+    flags.DEFINE_integer("devices", 0, "Train data-parallel on this many devices (0: all visible).")
+    flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0 "
+                        "(default $JAX_COORDINATOR_ADDRESS).")
+    flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes ($JAX_NUM_PROCESSES).")
+    flags.DEFINE_integer("process_id", None, "Multi-host: this process's index ($JAX_PROCESS_ID).")
+    flags.DEFINE_bool("distributed", False, "Multi-host: let JAX detect the cluster (TPU pod "
+                      "slice, SLURM, Open MPI) and start jax.distributed.")
 
 
 if __name__ == "__main__":
