@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from jaxdigits import ensemble, evaluate, many, train
+from jaxdigits import checkpoint, ensemble, evaluate, many, optimizers, train
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -30,9 +30,8 @@ def _assert_same_run(single, member):
         assert set(x) == set(y)
         for key in set(x) - {"seconds", "images_per_second"}:
             assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
-    setup, _, _ = evaluate.load_run(single, "latest")
-    from jaxdigits import checkpoint
-
+    setup, _, _ = evaluate.load_run(single, "latest")  # Loading builds no optimizer: add it.
+    setup = setup._replace(tx=optimizers.make_optimizer(setup.config, setup.steps_per_epoch))
     target = train.init_state(setup, jax.random.key(0))
     a, _ = checkpoint.restore(single / "checkpoints", 2, target)
     b, _ = checkpoint.restore(member / "checkpoints", 2, target)  # Same structure: plain state.
