@@ -44,6 +44,8 @@ class Config:
     max_train_examples: int = _f(0, "Use only this many training examples (0: all); for quick runs.")
     driver: str = _f("auto", "How steps are driven: auto, step, unroll or scan.")
     steps_per_call: int = _f(0, "Steps compiled into one call by unroll/scan (0: per backend).")
+    layers: str = _f("auto", "CNN layer formulations: auto (fast on CPU, plain elsewhere), fast "
+                             "(jaxdigits.fastconv) or plain; same math either way.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -61,6 +63,7 @@ class Config:
 
 
 DRIVERS = ("auto", "step", "unroll", "scan")
+LAYERS = ("auto", "fast", "plain")
 
 # What `python -m jaxdigits.train --model=NAME` uses for flags not given on the command line,
 # where the shared defaults above are not the best choice for that model (measured: README).
@@ -86,6 +89,7 @@ def validate(config: Config) -> Config:
         (config.augment_shift >= 0, "--augment_shift must be 0 (off) or more"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
+        (config.layers in LAYERS, f"unknown --layers {config.layers!r}; choose one of {', '.join(LAYERS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -60,7 +60,8 @@ def make_setup(config: Config, num_train: int, image_shape, num_classes: int, me
         raise UserError(f"--batch_size={config.batch_size} is larger than the {num_train} "
                         "training examples.")
     model = models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
-                              dropout=config.dropout)
+                              dropout=config.dropout,
+                              cpu_layers=None if config.layers == "auto" else config.layers == "fast")
     tx = optimizers.make_optimizer(config, steps_per_epoch)
     return Setup(config, model, tx, tuple(image_shape), steps_per_epoch, float(mean), float(std))
 
