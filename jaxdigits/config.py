@@ -20,7 +20,7 @@ def _f(default, help_text):
 @dataclasses.dataclass(frozen=True)
 class Config:
     dataset: str = _f("mnist", "mnist, fashion_mnist, kmnist, or tfds:NAME.")
-    model: str = _f("cnn", "linear, mlp or cnn.")
+    model: str = _f("cnn", "linear, mlp, cnn or cnn_small.")
     hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
                                      "(default 128), comma-separated.")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn).")

@@ -1,12 +1,14 @@
 """The CPU-fast layers (jaxdigits.fastconv) against the plain ones: values and gradients."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import fastconv, models, train
+from jaxdigits import fastconv, models, recipes, train
 from jaxdigits.config import Config
 
 
@@ -95,3 +97,38 @@ def test_layers_flag_picks_the_formulation_and_auto_follows_the_backend():
         expect_fast = layers == "fast" or (layers == "auto" and jax.default_backend() == "cpu")
         assert ("custom_vjp_call" in jaxpr) == expect_fast
         assert ("reduce_window_max" in jaxpr) == (not expect_fast)
+
+
+def test_the_speedrun_recipe_is_a_config_and_flags_override_it(tmp_path):
+    from conftest import run_cli
+
+    config = recipes.config("speedrun")
+    assert (config.model, config.schedule, config.augment_shift) == ("cnn_small", "one_cycle", 0)
+    proc = run_cli("jaxdigits.train", "--recipe=speedrun", "--epochs=1", "--max_train_examples=512",
+                   "--validation_size=256", "--quiet", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {**saved, "epochs": config.epochs, "max_train_examples": 0, "validation_size": 5000} \
+        == json.loads(config.to_json())
+    assert saved["epochs"] == 1 and "Test accuracy" in proc.stdout
+
+
+def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist):
+    def run(layers):
+        config = Config(model="cnn_small", batch_size=32, optimizer="momentum", learning_rate=0.05,
+                        schedule="constant", layers=layers)
+        images, labels = mnist.train_images[:256], mnist.train_labels[:256]
+        setup = train.make_setup(config, 256, images.shape[1:], 10, 0.13, 0.31)
+        data = train.to_device(images, labels)
+        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
+        run_chunk = train.make_chunk_runner(setup, "unroll")
+        for start in (0, 2, 4):
+            state, acc = run_chunk(state, acc, data, jnp.arange(256, dtype=jnp.int32), start,
+                                   jax.random.key(1), num_steps=2)
+        return state, run_chunk
+
+    fast, run_chunk = run("fast")
+    assert run_chunk._cache_size() == 1
+    plain, _ = run("plain")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 fast.params, plain.params)
