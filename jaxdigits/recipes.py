@@ -13,9 +13,10 @@ from jaxdigits.errors import UserError
 
 RECIPES = {
     # The least wall time to >= 99.0 % on the MNIST test set on a 2-core CPU: a CNN with a
-    # quarter of the seed CNN's work, Adam on a one-cycle schedule, two epochs.
+    # quarter of the seed CNN's work, Adam on a one-cycle schedule, the fewest epochs whose
+    # validation accuracy reached 99.0 % (3; 2 gave 98.92-98.96 %).
     "speedrun": dict(model="cnn_small", optimizer="adam", learning_rate=3e-3,
-                     schedule="one_cycle", epochs=2, batch_size=128, augment_shift=0),
+                     schedule="one_cycle", epochs=3, batch_size=128, augment_shift=0),
 }
 
 
