@@ -9,13 +9,16 @@ Measured on XLA's CPU backend (BUILD_NOTES.md, issue 6), two layers of the seed 
   axes) and its gradient routes each window's cotangent to the first maximal element in
   row-major order, exactly what select-and-scatter does (ties included), in elementwise code
   XLA fuses.
-- A convolution with one input channel (the first layer). There is nothing to vectorise over
-  the input channel, and the library kernel runs at a few GFLOP/s. `conv_im2col` builds the
-  [b, h, w, 25] patches with 25 shifted slices and does one [b*h*w, 25] x [25, out] matmul; its
-  gradient with respect to the kernel is again one matmul on the same patches.
+- The first convolution's kernel gradient (one input channel). XLA computes it as a
+  convolution with the batch as features, at a few GFLOP/s. `conv_patch_grad` keeps XLA's
+  forward and input gradient and computes the kernel gradient as one
+  [25, b*h*w] x [b*h*w, out] matmul over the 25 shifted copies of the input.
+
+Measured and rejected (experiments/, BUILD_NOTES.md): im2col for the second convolution, in
+any of four arrangements, forward or for either gradient; XLA's own YNNPACK convolutions win.
 
 Both are plain jax.numpy, so they run on every backend; `models.CNN` uses them only where they
-were measured to help (the CPU backend, `jaxdigits.models.default_layers`).
+were measured to help (the CPU backend, `jaxdigits.models.default_cpu_layers`).
 """
 
 import jax
@@ -62,23 +65,6 @@ def _pool_bwd(x, g):
 
 
 _pool_even.defvjp(_pool_fwd, _pool_bwd)
-
-
-def conv_im2col(x, kernel, bias=None):
-    """SAME, stride-1 convolution as one matmul over patches.
-
-    x: [b, h, w, cin]; kernel: [kh, kw, cin, cout] (HWIO, as flax stores it); odd kh, kw.
-    Returns [b, h, w, cout]. Worth it where cin is small (the patches are kh*kw*cin wide).
-    """
-    kh, kw, cin, cout = kernel.shape
-    b, h, w, _ = x.shape
-    ph, pw = kh // 2, kw // 2
-    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))  # [b, h + 2ph, w + 2pw, cin]
-    patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)],
-                              axis=-1)  # [b, h, w, kh*kw*cin], (i, j, cin) order like the kernel
-    y = patches.reshape(b * h * w, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
-    y = y.reshape(b, h, w, cout)
-    return y if bias is None else y + bias
 
 
 def _conv(x, kernel):

@@ -53,13 +53,6 @@ def test_conv_patch_grad_equals_the_plain_convolution(cin):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
 
 
-def test_conv_im2col_equals_the_plain_convolution():
-    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
-    kernel = jax.random.normal(jax.random.key(1), (3, 5, 3, 4))
-    np.testing.assert_allclose(fastconv.conv_im2col(x, kernel), _plain_conv(x, kernel),
-                               rtol=1e-5, atol=1e-5)
-
-
 def test_flax_conv_falls_back_outside_the_fast_case():
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, 2))
     for conv in [nn.Conv(3, (3, 3), strides=2), nn.Conv(3, (3, 3), padding="VALID"), nn.Conv(3, (3, 3))]:
