@@ -1,6 +1,6 @@
 """Side-by-side training epochs: jaxdigits' CNN and MLP against PyTorch (and the Flax example).
 
-    python experiments/compare_speed.py                   # 3 rounds, about 4 minutes on 2 quiet cores
+    python experiments/compare_speed.py                   # 3 rounds, about 5 minutes on 2 quiet cores (estimated)
     python experiments/compare_speed.py --rounds=5 --peers=torch,flax --out=speed.json
     python experiments/compare_speed.py --cnn_variants=layers=fast,layers=plain   # formulations
 
