@@ -20,7 +20,7 @@ def _f(default, help_text):
 @dataclasses.dataclass(frozen=True)
 class Config:
     dataset: str = _f("mnist", "mnist, fashion_mnist, kmnist, or tfds:NAME.")
-    model: str = _f("cnn", "linear, mlp or cnn.")
+    model: str = _f("cnn", "linear, mlp, cnn or cnn_small.")
     hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
                                      "(default 128), comma-separated.")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn).")
@@ -48,6 +48,8 @@ class Config:
                             "(jax.vmap); see jaxdigits/many.py.")
     sweep: str = _f("", "Train one model per setting in one program, e.g. "
                         "learning_rate=1e-4,3e-4,1e-3;momentum=0.8,0.9 (the grid of all pairs).")
+    layers: str = _f("auto", "CNN layer formulations: auto (fast on CPU, plain elsewhere), fast "
+                             "(jaxdigits.fastconv) or plain; same math either way.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -65,6 +67,7 @@ class Config:
 
 
 DRIVERS = ("auto", "step", "unroll", "scan")
+LAYERS = ("auto", "fast", "plain")
 
 # What `python -m jaxdigits.train --model=NAME` uses for flags not given on the command line,
 # where the shared defaults above are not the best choice for that model (measured: README).
@@ -91,6 +94,7 @@ def validate(config: Config) -> Config:
         (config.num_models >= 1, f"--num_models must be at least 1, got {config.num_models}"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
+        (config.layers in LAYERS, f"unknown --layers {config.layers!r}; choose one of {', '.join(LAYERS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -15,7 +15,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, ensemble, many, models, report, train
+from jaxdigits import checkpoint, ensemble, many, report, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -30,8 +30,7 @@ def load_run(path, which: str = "best"):
     folder, epoch = checkpoint.find(path, which)
     meta = checkpoint.read_meta(folder, epoch)
     config = Config.from_dict(meta["config"])
-    model = models.make_model(config.model, num_classes=len(meta["class_names"]),
-                              hidden=config.hidden, dropout=config.dropout)
+    model = train.make_config_model(config, len(meta["class_names"]))
     norm = meta["normalisation"]
     setup = train.Setup(config, model, None, tuple(meta["image_shape"]), meta["steps_per_epoch"],
                         norm["mean"], norm["std"])

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdigits import fastconv
 from jaxdigits.errors import UserError
 
 
@@ -45,12 +46,17 @@ class CNN(nn.Module):
     hidden: int = 128
     num_classes: int = 10
     dropout: float = 0.0
+    cpu_layers: bool = False  # jaxdigits.fastconv's formulations: same math, faster on XLA:CPU.
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         for width in self.features:
-            x = nn.relu(nn.Conv(width, (5, 5), padding="SAME")(x))  # [b, h, w, width]
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [b, h/2, w/2, width]
+            conv = fastconv.conv_general_dilated if self.cpu_layers else None
+            x = nn.relu(nn.Conv(width, (5, 5), padding="SAME", conv_general_dilated=conv)(x))
+            if self.cpu_layers:
+                x = fastconv.max_pool_2x2(x)  # [b, h/2, w/2, width]
+            else:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [b, h/2, w/2, width]
         x = x.reshape(x.shape[0], -1)  # [b, 7 * 7 * 64] for 28x28 inputs
         x = nn.relu(nn.Dense(self.hidden)(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -63,23 +69,40 @@ class Model(NamedTuple):
     apply: Callable  # apply(params, images, *, train=False, key=None) -> logits
 
 
-def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float) -> nn.Module:
+def default_cpu_layers() -> bool:
+    """Whether the CNN uses jaxdigits.fastconv's layers: on the CPU backend only, where they were
+    measured faster (BUILD_NOTES.md, issue 6); GPU and TPU keep the library's own layers."""
+    return jax.default_backend() == "cpu"
+
+
+def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
+            cpu_layers: bool) -> nn.Module:
     if name == "linear":
         return Linear(num_classes)
     if name == "mlp":
         return MLP(tuple(hidden) or (512,), num_classes, dropout)
     if name == "cnn":
-        return CNN(num_classes=num_classes, hidden=hidden[0] if hidden else 128, dropout=dropout)
+        return CNN(num_classes=num_classes, hidden=hidden[0] if hidden else 128, dropout=dropout,
+                   cpu_layers=cpu_layers)
+    if name == "cnn_small":  # The speedrun's net (jaxdigits.recipes): a quarter of the CNN's work.
+        return CNN(features=(16, 32), num_classes=num_classes, hidden=hidden[0] if hidden else 128,
+                   dropout=dropout, cpu_layers=cpu_layers)
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
 
 
-MODELS = ("linear", "mlp", "cnn")
+MODELS = ("linear", "mlp", "cnn", "cnn_small")
 
 
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
-               dropout: float = 0.0) -> Model:
-    """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width."""
-    module = _module(name, num_classes, hidden, dropout)
+               dropout: float = 0.0, cpu_layers: bool | None = None) -> Model:
+    """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width.
+
+    `cpu_layers` (default: `default_cpu_layers()`) picks the CNN's CPU-fast formulations; the
+    parameters and the math are the same either way.
+    """
+    if cpu_layers is None:
+        cpu_layers = default_cpu_layers()
+    module = _module(name, num_classes, hidden, dropout, cpu_layers)
 
     def init(key, image_shape):
         dummy = jnp.zeros((1, *image_shape), jnp.float32)

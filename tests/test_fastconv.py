@@ -1,0 +1,127 @@
+"""The CPU-fast layers (jaxdigits.fastconv) against the plain ones: values and gradients."""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdigits import fastconv, models, recipes, train
+from jaxdigits.config import Config
+
+
+def _plain_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _plain_pool(x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 5), (2, 7, 9, 4)])  # Odd sizes drop a row/column.
+def test_max_pool_equals_flax_value_and_gradient(shape):
+    x = jax.random.normal(jax.random.key(0), shape)
+    g = jax.random.normal(jax.random.key(1), _plain_pool(x).shape)
+    np.testing.assert_array_equal(fastconv.max_pool_2x2(x), _plain_pool(x))
+    grad = lambda pool: jax.vjp(pool, x)[1](g)[0]
+    np.testing.assert_array_equal(grad(fastconv.max_pool_2x2), grad(_plain_pool))
+
+
+def test_max_pool_gradient_on_ties_goes_to_the_first_maximum_like_select_and_scatter():
+    # ReLU makes whole windows of zeros; a window may also hold equal positive values.
+    x = jnp.array([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 2.0, 2.0],
+                   [3.0, 1.0, 5.0, 5.0], [1.0, 3.0, 5.0, 5.0]]).reshape(1, 4, 4, 1)
+    g = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    fast = jax.vjp(fastconv.max_pool_2x2, x)[1](g)[0]
+    np.testing.assert_array_equal(fast, jax.vjp(_plain_pool, x)[1](g)[0])
+    np.testing.assert_array_equal(fast[0, :, :, 0], [[1, 0, 2, 0], [0, 0, 0, 0],
+                                                     [3, 0, 4, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("cin", [1, 3])
+def test_conv_patch_grad_equals_the_plain_convolution(cin):
+    x = jax.random.normal(jax.random.key(0), (4, 10, 12, cin))
+    kernel = jax.random.normal(jax.random.key(1), (5, 5, cin, 6))
+    g = jax.random.normal(jax.random.key(2), (4, 10, 12, 6))
+    y, vjp = jax.vjp(fastconv.conv_patch_grad, x, kernel)
+    y_ref, vjp_ref = jax.vjp(_plain_conv, x, kernel)
+    np.testing.assert_array_equal(y, y_ref)  # Forward is the same XLA convolution.
+    for a, b in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+def test_flax_conv_falls_back_outside_the_fast_case():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 2))
+    for conv in [nn.Conv(3, (3, 3), strides=2), nn.Conv(3, (3, 3), padding="VALID"), nn.Conv(3, (3, 3))]:
+        fast = conv.clone(conv_general_dilated=fastconv.conv_general_dilated)
+        params = conv.init(jax.random.key(1), x)
+        np.testing.assert_array_equal(fast.apply(params, x), conv.apply(params, x))
+
+
+def test_cnn_fast_and_plain_layers_agree_in_logits_and_gradients():
+    fast, plain = (models.make_model("cnn", cpu_layers=c) for c in (True, False))
+    params = plain.init(jax.random.key(0), (28, 28, 1))
+    jax.tree.map(np.testing.assert_array_equal, params, fast.init(jax.random.key(0), (28, 28, 1)))
+    x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
+    labels = jnp.arange(8) % 10
+
+    def loss(model):
+        def fn(p):
+            logits = model.apply(p, x)
+            return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
+        return jax.jit(jax.value_and_grad(fn))(params)
+
+    (l_fast, g_fast), (l_plain, g_plain) = loss(fast), loss(plain)
+    np.testing.assert_allclose(l_fast, l_plain, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_fast, g_plain)
+
+
+def test_layers_flag_picks_the_formulation_and_auto_follows_the_backend():
+    def module_of(layers):
+        setup = train.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.1, 0.3)
+        return setup
+    assert models.default_cpu_layers() == (jax.default_backend() == "cpu")
+    for layers in ("fast", "plain", "auto"):
+        jaxpr = str(jax.make_jaxpr(lambda p, x: module_of(layers).model.apply(p, x))(
+            module_of("plain").model.init(jax.random.key(0), (28, 28, 1)), jnp.zeros((2, 28, 28, 1))))
+        expect_fast = layers == "fast" or (layers == "auto" and jax.default_backend() == "cpu")
+        assert ("custom_vjp_call" in jaxpr) == expect_fast
+        assert ("reduce_window_max" in jaxpr) == (not expect_fast)
+
+
+def test_the_speedrun_recipe_is_a_config_and_flags_override_it(tmp_path):
+    from conftest import run_cli
+
+    config = recipes.config("speedrun")
+    assert (config.model, config.schedule, config.augment_shift) == ("cnn_small", "one_cycle", 0)
+    proc = run_cli("jaxdigits.train", "--recipe=speedrun", "--epochs=1", "--max_train_examples=512",
+                   "--validation_size=256", "--quiet", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {**saved, "epochs": config.epochs, "max_train_examples": 0, "validation_size": 5000} \
+        == json.loads(config.to_json())
+    assert saved["epochs"] == 1 and "Test accuracy" in proc.stdout
+
+
+def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist):
+    def run(layers):
+        config = Config(model="cnn_small", batch_size=32, optimizer="momentum", learning_rate=0.05,
+                        schedule="constant", layers=layers)
+        images, labels = mnist.train_images[:256], mnist.train_labels[:256]
+        setup = train.make_setup(config, 256, images.shape[1:], 10, 0.13, 0.31)
+        data = train.to_device(images, labels)
+        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
+        run_chunk = train.make_chunk_runner(setup, "unroll")
+        for start in (0, 2, 4):
+            state, acc = run_chunk(state, acc, data, jnp.arange(256, dtype=jnp.int32), start,
+                                   jax.random.key(1), num_steps=2)
+        return state, run_chunk
+
+    fast, run_chunk = run("fast")
+    assert run_chunk._cache_size() == 1
+    plain, _ = run("plain")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 fast.params, plain.params)
