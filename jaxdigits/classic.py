@@ -107,16 +107,17 @@ def gradient_descent(f: Callable, x0, *, num_steps: int = 100, tol: float = 1e-6
 
 
 def newton_direction(hessian, g, min_curvature: float = 1e-6):
-    """d = -(H + s I)^{-1} g with the smallest shift s >= 0 making every eigenvalue >= min_curvature.
+    """d = -V diag(1 / max(|l_i|, min_curvature)) V^T g, for H = V diag(l) V^T.
 
     The guard: where H is singular or not positive definite (a saddle, a maximum, a flat valley),
-    the plain step -H^{-1} g is undefined or climbs; the shifted H is positive definite, so d
-    descends (<g, d> < 0). With s = 0, this is Newton's step. If the solve is still not finite,
-    d falls back to -g.
+    the plain step -H^{-1} g is undefined or climbs. Taking |l_i| turns the step around along
+    directions of negative curvature (as saddle-free Newton does, Dauphin et al. 2014), and the
+    floor bounds it along flat ones; the modified H is positive definite, so d descends
+    (<g, d> < 0). Where H is positive definite with l_i >= min_curvature, d is Newton's step.
+    If it is still not finite, d falls back to -g.
     """
     eigenvalues, vectors = jnp.linalg.eigh(hessian)  # [n], [n, n]
-    shift = jnp.maximum(min_curvature - eigenvalues[0], 0.0)
-    d = -vectors @ ((vectors.T @ g) / (eigenvalues + shift))  # [n]
+    d = -vectors @ ((vectors.T @ g) / jnp.maximum(jnp.abs(eigenvalues), min_curvature))  # [n]
     return jnp.where(jnp.all(jnp.isfinite(d)), d, -g)
 
 
@@ -124,10 +125,11 @@ def newton(f: Callable, x0, *, num_steps: int = 20, tol: float = 1e-8, min_curva
            line_search: bool = True) -> SolverResult:
     """Newton's method with a curvature guard and (by default) Armijo damping:
 
-        H_k = jax.hessian(f)(x_k);  d_k = -(H_k + s_k I)^{-1} grad f(x_k)  (see `newton_direction`)
+        H_k = jax.hessian(f)(x_k);  d_k = -|H_k|^{-1} grad f(x_k)
+        (|H|: each eigenvalue l replaced by max(|l|, min_curvature), see `newton_direction`)
         x_{k+1} = x_k + t_k d_k,  t_k from `backtracking` starting at t = 1
 
-    Near a minimum with a positive definite Hessian, s_k = 0 and t_k = 1: pure Newton steps, with
+    Near a minimum with a positive definite Hessian, |H_k| = H_k and t_k = 1: pure Newton steps, with
     quadratic convergence (a quadratic is solved in one step). The Hessian is n x n: for small n.
     Without `line_search`, t_k = 1 always (the textbook iteration, which may diverge far away).
     """
