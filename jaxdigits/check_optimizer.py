@@ -14,9 +14,6 @@ the last three is the first of LEARNING_RATES (or `--learning_rate`) that passes
 
 from typing import Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxdigits import conformance as checks

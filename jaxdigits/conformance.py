@@ -187,6 +187,8 @@ class Problem(NamedTuple):
 
 
 def _quadratic_run(tx, data=None):
+    """f(x) = sum_i 0.5 * l_i (x_i - c_i)**2 in 10 dimensions, curvatures l_i from 1 to 10, from
+    x0 = 0; the item passes if |x - c| <= 0.01 |x0 - c| after QUADRATIC_STEPS steps."""
     curvature, c = jnp.logspace(0.0, 1.0, 10), jnp.linspace(-1.0, 1.0, 10)
     loss = lambda p: 0.5 * jnp.sum(curvature * (p["x"] - c) ** 2)
     x = _minimise(tx, loss, {"x": jnp.zeros(10)}, QUADRATIC_STEPS)["x"]
@@ -195,11 +197,11 @@ def _quadratic_run(tx, data=None):
 
 QUADRATIC = Problem(_quadratic_run, lambda r: (
     r <= 1e-2, f"|x - x*| / |x0 - x*| = {r:.2g} after {QUADRATIC_STEPS} steps (needs <= 0.01)"))
-# f(x) = sum_i 0.5 * l_i (x_i - c_i)**2 in 10 dimensions, curvatures l_i from 1
-# to 10, from x0 = 0: passes if |x - c| <= 0.01 |x0 - c| after QUADRATIC_STEPS steps.
 
 
 def _rosenbrock_run(tx, data=None):
+    """f(x, y) = (1 - x)**2 + 100 (y - x**2)**2 from (-1.2, 1), the curved narrow valley; the
+    item passes if within 0.05 of the minimum (1, 1) after ROSENBROCK_STEPS steps."""
     loss = lambda p: (1 - p["xy"][0]) ** 2 + 100 * (p["xy"][1] - p["xy"][0] ** 2) ** 2
     xy = _minimise(tx, loss, {"xy": jnp.array([-1.2, 1.0])}, ROSENBROCK_STEPS)["xy"]
     return jnp.linalg.norm(xy - 1.0)
@@ -207,8 +209,6 @@ def _rosenbrock_run(tx, data=None):
 
 ROSENBROCK = Problem(_rosenbrock_run, lambda d: (
     d <= 0.05, f"{d:.2g} from the minimum (1, 1) after {ROSENBROCK_STEPS} steps (needs <= 0.05)"))
-# f(x, y) = (1 - x)**2 + 100 (y - x**2)**2 from (-1.2, 1): passes if within
-# 0.05 of (1, 1) after ROSENBROCK_STEPS steps.
 
 
 @functools.lru_cache(maxsize=1)
