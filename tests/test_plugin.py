@@ -5,7 +5,6 @@ import json
 import shutil
 import textwrap
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
