@@ -101,6 +101,7 @@ def table(runs: list[dict]) -> str:
 def plot(runs: list[dict], path: pathlib.Path) -> None:
     """Train loss and validation accuracy per epoch: mean over seeds, band from min to max."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")  # No display needed.
     import matplotlib.pyplot as plt
@@ -120,9 +121,11 @@ def plot(runs: list[dict], path: pathlib.Path) -> None:
         row[0].set(title=f"{model}: train loss ({budget})", xlabel="epoch", yscale="log")
         row[1].set(title=f"{model}: validation accuracy", xlabel="epoch")
         row[1].legend(fontsize=8)
+        for ax in row:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    fig.savefig(tmp, dpi=64)
     tmp.replace(path)
     plt.close(fig)
 
