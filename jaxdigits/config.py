@@ -24,7 +24,11 @@ class Config:
     hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
                                      "(default 128), comma-separated.")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn).")
-    optimizer: str = _f("adam", "sgd, momentum, nesterov, rmsprop, adam, adamw, or a registered one.")
+    optimizer: str = _f("adam", "sgd, momentum, nesterov, rmsprop, adam, adamw, scratch_* (our own "
+                                "versions), a registered one, or your own as module:factory or "
+                                "file.py:factory.")
+    optimizer_args: str = _f("", "Arguments of a module:factory optimizer, 'name=value,...', typed "
+                                 "from its signature.")
     learning_rate: float = _f(1e-3, "Peak learning rate.")
     schedule: str = _f("warmup_cosine", "constant, cosine, warmup_cosine or one_cycle.")
     warmup_epochs: float = _f(0.5, "Linear warm-up length for warmup_cosine, in epochs.")

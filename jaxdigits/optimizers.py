@@ -3,13 +3,18 @@
 `OPTIMIZERS` maps a name to a factory `(learning_rate, config) -> optax.GradientTransformation`,
 where `learning_rate` is a float or an optax schedule. It is an open registry:
 `register_optimizer("lion", lambda lr, cfg: optax.lion(lr))` makes `--optimizer=lion` work.
+The `scratch_*` entries are this package's own from-scratch implementations (`pure_optim`), the
+others optax's. `--optimizer=MODULE:FACTORY` (or `FILE.py:FACTORY`) with `--optimizer_args`
+plugs in a user's factory instead (`plugin`). The classic full-batch algorithms are in `classic`.
 """
 
 from typing import Callable
 
 import optax
 
+from jaxdigits import classic, plugin, pure_optim  # noqa: F401  (re-exported)
 from jaxdigits.errors import UserError
+from jaxdigits.pure_optim import adam, adamw, heavy_ball, momentum, nesterov, rmsprop, sgd  # noqa: F401
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
@@ -20,6 +25,14 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     "rmsprop": lambda lr, cfg: optax.rmsprop(lr),
     "adam": lambda lr, cfg: optax.adam(lr, b1=cfg.b1, b2=cfg.b2),
     "adamw": lambda lr, cfg: optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+    "scratch_sgd": lambda lr, cfg: pure_optim.sgd(lr),
+    "scratch_momentum": lambda lr, cfg: pure_optim.momentum(lr, cfg.momentum),
+    "scratch_heavy_ball": lambda lr, cfg: pure_optim.heavy_ball(lr, cfg.momentum),
+    "scratch_nesterov": lambda lr, cfg: pure_optim.nesterov(lr, cfg.momentum),
+    "scratch_rmsprop": lambda lr, cfg: pure_optim.rmsprop(lr),
+    "scratch_adam": lambda lr, cfg: pure_optim.adam(lr, b1=cfg.b1, b2=cfg.b2),
+    "scratch_adamw": lambda lr, cfg: pure_optim.adamw(lr, b1=cfg.b1, b2=cfg.b2,
+                                                      weight_decay=cfg.weight_decay),
 }
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle")
@@ -51,11 +64,19 @@ def schedule_for(config, steps_per_epoch: int):
 
 
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimizer named by `config.optimizer`, on `config.schedule`."""
-    if config.optimizer not in OPTIMIZERS:
+    """The optimizer named by `config.optimizer` (a registered name or a plug-in spec), on `config.schedule`."""
+    schedule = schedule_for(config, steps_per_epoch)
+    args = getattr(config, "optimizer_args", "")
+    if plugin.is_spec(config.optimizer):
+        tx = plugin.make_plugin_optimizer(config.optimizer, args, schedule)
+    elif config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {config.optimizer!r}; choose one of "
-                        f"{', '.join(OPTIMIZERS)}.")
-    tx = OPTIMIZERS[config.optimizer](schedule_for(config, steps_per_epoch), config)
+                        f"{', '.join(OPTIMIZERS)}, or plug in your own as module:factory.")
+    elif args:
+        raise UserError(f"--optimizer_args is for a plug-in optimizer (module:factory); "
+                        f"{config.optimizer} takes its settings from flags such as --b1, --momentum.")
+    else:
+        tx = OPTIMIZERS[config.optimizer](schedule, config)
     if config.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
     return tx
