@@ -80,12 +80,10 @@ def make_member_tx(config: Config, swept: tuple, steps_per_epoch: int):
         if "learning_rate" not in swept:
             return optimizers.make_optimizer(member, steps_per_epoch)
         # optax's schedules test their peak value in Python, so a traced peak scales the unit
-        # schedule (every schedule here is proportional to its peak); as make_optimizer otherwise.
+        # schedule (every schedule here is proportional to its peak).
         unit = optimizers.schedule_for(dataclasses.replace(config, learning_rate=1.0), steps_per_epoch)
-        tx = optimizers.OPTIMIZERS[member.optimizer](lambda n: learning_rate * unit(n), member)
-        if member.grad_clip > 0:
-            tx = optax.chain(optax.clip_by_global_norm(member.grad_clip), tx)
-        return tx
+        return optimizers.make_optimizer(member, steps_per_epoch,
+                                         schedule=lambda n: learning_rate * unit(n))
 
     static = tuple(n for n in SWEEPABLE if n not in swept)
     return optax.inject_hyperparams(factory, static_args=static)(

@@ -63,9 +63,11 @@ def schedule_for(config, steps_per_epoch: int):
                          int(config.warmup_epochs * steps_per_epoch))
 
 
-def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimizer named by `config.optimizer` (a registered name or a plug-in spec), on `config.schedule`."""
-    schedule = schedule_for(config, steps_per_epoch)
+def make_optimizer(config, steps_per_epoch: int, schedule=None) -> optax.GradientTransformation:
+    """The optimizer named by `config.optimizer` (a registered name or a plug-in spec), on
+    `config.schedule`, or on `schedule` (a function of the step) when one is given."""
+    if schedule is None:
+        schedule = schedule_for(config, steps_per_epoch)
     args = getattr(config, "optimizer_args", "")
     if plugin.is_spec(config.optimizer):
         tx = plugin.make_plugin_optimizer(config.optimizer, args, schedule)
