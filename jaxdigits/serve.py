@@ -176,13 +176,16 @@ def make_handler(app: App):
     return Handler
 
 
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's default of 5 drops bursts of connections (1 s retries).
+
+
 def make_server(model: predictor_lib.Predictor, host: str = "127.0.0.1", port: int = 0,
-                **app_options) -> http.server.ThreadingHTTPServer:
+                **app_options) -> Server:
     """A threading server for `model` (compiled for one image first); port 0 picks a free port."""
     predictor_lib.warm_up(model, 1)
-    server = http.server.ThreadingHTTPServer((host, port), make_handler(App(model, **app_options)))
-    server.daemon_threads = True
-    return server
+    return Server((host, port), make_handler(App(model, **app_options)))
 
 
 def load_model(model_dir=None, workdir=None, which="best"):
