@@ -2,6 +2,7 @@
 
     python -m jaxdigits.serve --model=model/ --port=8000 &
     python experiments/serve_latency.py --url=http://127.0.0.1:8000 --requests=400
+    python experiments/serve_latency.py --url=http://127.0.0.1:8000 --accuracy   # all 10,000
 
 Payloads: the first 100 MNIST test images as 28x28 arrays, and the same digits blown up to
 180 px on a 280x280 canvas as PNG data URLs (the page's path: decode, MNIST preprocessing,
@@ -24,6 +25,8 @@ from jaxdigits import data
 
 _URL = flags.DEFINE_string("url", "http://127.0.0.1:8000", "The server.")
 _REQUESTS = flags.DEFINE_integer("requests", 400, "Requests per measurement.")
+_ACCURACY = flags.DEFINE_bool("accuracy", False, "Instead: send every MNIST test image (28x28) "
+                              "through the API, 8 clients, and print the accuracy.")
 
 
 def png_url(digit) -> str:
@@ -34,12 +37,21 @@ def png_url(digit) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def post(body: bytes) -> tuple[float, dict]:
+def post(body: bytes, full: bool = False):
     start = time.perf_counter()
     request = urllib.request.Request(_URL.value + "/predict", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as reply:
         result = json.loads(reply.read())
-    return 1e3 * (time.perf_counter() - start), result["ms"]
+    return result if full else (1e3 * (time.perf_counter() - start), result["ms"])
+
+
+def accuracy():
+    mnist = data.load_dataset("mnist", allow_download=False)
+    bodies = (json.dumps({"image": (d[..., 0] / 255.0).tolist()}).encode() for d in mnist.test_images)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        labels = np.array([r["label"] for r in pool.map(lambda b: post(b, full=True), bodies)])
+    correct = int((labels == mnist.test_labels).sum())
+    print(f"API: {correct}/{len(labels)} test images right, accuracy {100 * correct / len(labels):.2f}%")
 
 
 def measure(name, bodies, clients):
@@ -58,6 +70,8 @@ def measure(name, bodies, clients):
 
 def main(argv):
     del argv  # Unused.
+    if _ACCURACY.value:
+        return accuracy()
     digits = data.load_dataset("mnist", allow_download=False).test_images[:100, ..., 0]
     arrays = [json.dumps({"image": (d / 255.0).tolist()}).encode() for d in digits]
     pngs = [json.dumps({"png": png_url(d)}).encode() for d in digits]

@@ -157,11 +157,13 @@ def test_concurrent_load(server, mnist):
         body = predict(server, payloads[i % len(payloads)])
         return i, body["label"], time.perf_counter() - start
 
+    logged = len(server[2])
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(4 * len(payloads))))
     wall = time.perf_counter() - start
     assert [label for _, label, _ in results] == [expected[i % len(payloads)] for i, _, _ in results]
+    assert len(server[2]) - logged == len(results)  # One log line each.
     ms = 1e3 * np.array([t for _, _, t in results])
     print(f"\n{len(results)} requests from 8 clients in {wall:.2f} s ({len(results) / wall:.0f}/s): "
           f"latency median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms")
@@ -180,8 +182,9 @@ def test_serve_command(exported_model):
         assert request(server, "GET", "/healthz")[0] == 200
         assert proc.stderr.readline().split()[1:5] == ["127.0.0.1", "GET", "/healthz", "200"]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # Stops cleanly, as Ctrl-C does.
         assert proc.wait(timeout=30) == 0
+        assert proc.stderr.read().strip().endswith("stopped")
     proc = subprocess.run([sys.executable, "-m", "jaxdigits.serve", f"--model={exported_model}/nothing"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
