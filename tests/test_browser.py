@@ -134,3 +134,20 @@ def test_undo_redo_and_clear(page):
     assert pad_pixels(page).max() == 0 and page.locator("#label").inner_text() == "\u2013"
     page.click("#predict")  # Nothing drawn: the page says so instead of asking the server.
     assert page.locator("#status").inner_text() == "Draw a digit first."
+
+
+def test_predict_as_you_draw(page, mnist):
+    clear(page)
+    before = page.locator("#label").get_attribute("data-sequence") or "0"
+    page.check("#live")
+    try:
+        index = int(np.nonzero(mnist.test_labels == 7)[0][0])
+        draw(page, trace_strokes(mnist.test_images[index, ..., 0]))  # No click on Predict.
+        page.wait_for_function(  # Answered, and the answer shown is that of the latest request.
+            f"document.body.dataset.requested !== '{before}' && "
+            "document.getElementById('label').dataset.sequence === document.body.dataset.requested",
+            timeout=15000)
+    finally:
+        page.uncheck("#live")
+    # The last answer is for the whole drawing, the one test_drawn_digits_are_read reads as a 7.
+    assert page.locator("#label").inner_text() == "7"

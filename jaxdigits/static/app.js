@@ -103,6 +103,7 @@
   async function predict() {
     if (!strokes.length) { $("status").textContent = "Draw a digit first."; return; }
     const mine = ++sequence;
+    document.body.dataset.requested = String(mine);  // Lets a test wait for the latest answer.
     $("status").textContent = "";
     let reply, body;
     try {
