@@ -102,3 +102,15 @@ def test_export_replaces_a_model_whole(exported_model, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="exists and is not an exported model"):
         export.write_model(tmp_path / "file", *parts)
+
+
+def test_export_for_several_platforms(tiny_run, exported_model, mnist):
+    setup, params, _ = evaluate.load_run(tiny_run[0])
+    manifest = json.loads((exported_model / predictor.MANIFEST).read_text())
+    reference = predictor.load(exported_model)
+    images = mnist.test_images[:16].astype(np.float32) / 255.0
+    both = predictor.from_parts(manifest, export.export_program(setup, params, ("cpu", "cuda")),
+                                reference.params)
+    np.testing.assert_array_equal(both.predict(images), reference.predict(images))
+    with pytest.raises(predictor.ModelError, match="exported for cuda, not cpu; export it with --platforms=cpu"):
+        predictor.from_parts(manifest, export.export_program(setup, params, ("cuda",)), reference.params)
