@@ -31,3 +31,25 @@ def run_cli(*args, timeout=300, env=None):
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A small MLP trained for a few seconds on 20,000 images (about 95 % test accuracy)."""
+    from jaxdigits import train
+    from jaxdigits.config import Config
+
+    workdir = tmp_path_factory.mktemp("tiny") / "run"
+    config = Config(model="mlp", hidden=(128,), epochs=4, max_train_examples=20000, validation_size=1000)
+    final = train.train_and_evaluate(config, workdir, quiet=True, allow_download=False)
+    return workdir, final
+
+
+@pytest.fixture(scope="session")
+def exported_model(tiny_run, tmp_path_factory):
+    """The tiny run exported to a model folder with `jaxdigits.export`."""
+    from jaxdigits import export
+
+    out = tmp_path_factory.mktemp("export") / "model"
+    export.write_model(out, *export.export_run(tiny_run[0]))
+    return out

@@ -1,0 +1,116 @@
+"""Export: the loaded model equals the checkpoint, loads without the training code, and fails clearly."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from jaxdigits import evaluate, export, predictor, train
+from jaxdigits.errors import UserError
+
+
+def test_exported_model_gives_the_checkpoints_outputs(tiny_run, exported_model, mnist):
+    setup, params, meta = evaluate.load_run(tiny_run[0])
+    images = mnist.test_images[:1000]  # uint8 [1000, 28, 28, 1]
+    expected = np.asarray(setup.model.apply(params, train.normalise(images, setup.mean, setup.std)))
+    model = predictor.load(exported_model)
+    for batch in (1, 7, 1000):  # The batch dimension is symbolic: any size, same numbers.
+        out = model.outputs(images[:batch].astype(np.float32) / 255.0)
+        np.testing.assert_allclose(out["logits"], expected[:batch], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, rtol=1e-5)
+        assert (out["probabilities"].argmax(-1) == expected[:batch].argmax(-1)).all()
+    manifest = model.manifest
+    assert manifest["model"] == "mlp" and manifest["dataset"] == "mnist"
+    assert manifest["class_names"] == [str(i) for i in range(10)]
+    assert manifest["input"]["shape"] == ["b", 28, 28, 1]
+    assert manifest["normalisation"] == {**manifest["normalisation"], "mean": setup.mean, "std": setup.std}
+    assert manifest["source"]["epoch"] == meta["epoch"]
+    assert {"jax", "jaxlib", "numpy", "jaxdigits", "python"} <= set(manifest["versions"])
+    checkpoint_score = evaluate.evaluate_run(tiny_run[0])
+    assert manifest["accuracy"]["test_count"] == checkpoint_score["count"] == 10000
+    assert manifest["accuracy"]["test"] == checkpoint_score["accuracy"] > 0.9
+
+
+def test_loader_alone_needs_only_jax_and_numpy(exported_model, tmp_path):
+    """A copy of predictor.py by itself loads and runs the model; no flax, optax, orbax, jaxdigits."""
+    shutil.copy(ROOT / "jaxdigits" / "predictor.py", tmp_path / "standalone_predictor.py")
+    code = (
+        "import json, sys, numpy as np, standalone_predictor as p\n"
+        f"m = p.load({str(exported_model)!r})\n"
+        "probs = m.predict(np.zeros((3, 28, 28), np.float32))\n"
+        "heavy = sorted({n.split('.')[0] for n in sys.modules} & "
+        "{'flax', 'optax', 'orbax', 'jaxdigits', 'tensorflow_datasets', 'absl', 'PIL'})\n"
+        "print(json.dumps({'shape': list(probs.shape), 'heavy': heavy}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"shape": [3, 10], "heavy": []}
+
+
+def test_damaged_or_foreign_model_folders(exported_model, tmp_path):
+    with pytest.raises(predictor.ModelError, match="not a folder"):
+        predictor.load(tmp_path / "absent")
+    with pytest.raises(predictor.ModelError, match="missing manifest.json, model.jaxexport, params.npz"):
+        predictor.load(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(exported_model, broken)
+    (broken / predictor.PROGRAM).write_bytes(b"not a program")
+    with pytest.raises(predictor.ModelError, match="cannot be read by jax"):
+        predictor.load(broken)
+    (broken / predictor.MANIFEST).write_text("{")
+    with pytest.raises(predictor.ModelError, match="damaged model"):
+        predictor.load(broken)
+    manifest = json.loads((exported_model / predictor.MANIFEST).read_text())
+    (broken / predictor.MANIFEST).write_text(json.dumps({**manifest, "format": "other-2"}))
+    with pytest.raises(predictor.ModelError, match="format is 'other-2'"):
+        predictor.load(broken)
+    with pytest.raises(ValueError, match=r"expected images of shape \[b, 28, 28, 1\]"):
+        predictor.load(exported_model).predict(np.zeros((2, 28, 27)))
+
+
+def test_export_command(tiny_run, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "stale.txt").write_text("not a model")
+    proc = run_cli("jaxdigits.export", f"--workdir={tiny_run[0]}", f"--out={out}")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {out} exists and is not an exported model; pass a new or empty --out."]
+    (out / "stale.txt").unlink()
+    proc = run_cli("jaxdigits.export", f"--workdir={tiny_run[0]}", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    manifest = predictor.load(out).manifest
+    assert (f"test accuracy {100 * manifest['accuracy']['test']:.2f}% on all 10000 images" in proc.stderr
+            and f"python -m jaxdigits.serve --model={out}" in proc.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.jaxexport", "params.npz"]
+
+
+def test_export_replaces_a_model_whole(exported_model, tmp_path):
+    parts = (json.loads((exported_model / predictor.MANIFEST).read_text()),
+             (exported_model / predictor.PROGRAM).read_bytes(),
+             list(predictor.load(exported_model).params))
+    out = tmp_path / "model"
+    export.write_model(out, *parts)
+    (out / predictor.PROGRAM).write_bytes(b"old")
+    export.write_model(out, *parts)  # Over the model it wrote: replaced, nothing left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (out / predictor.PROGRAM).read_bytes() == parts[1]
+    assert predictor.load(out).predict(np.zeros((1, 28, 28))).shape == (1, 10)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="exists and is not an exported model"):
+        export.write_model(tmp_path / "file", *parts)
+
+
+def test_export_for_several_platforms(tiny_run, exported_model, mnist):
+    setup, params, _ = evaluate.load_run(tiny_run[0])
+    manifest = json.loads((exported_model / predictor.MANIFEST).read_text())
+    reference = predictor.load(exported_model)
+    images = mnist.test_images[:16].astype(np.float32) / 255.0
+    both = predictor.from_parts(manifest, export.export_program(setup, params, ("cpu", "cuda")),
+                                reference.params)
+    np.testing.assert_array_equal(both.predict(images), reference.predict(images))
+    with pytest.raises(predictor.ModelError, match="exported for cuda, not cpu; export it with --platforms=cpu"):
+        predictor.from_parts(manifest, export.export_program(setup, params, ("cuda",)), reference.params)
