@@ -1,6 +1,6 @@
 """Training: the pure train step, the epoch driver, and `train_and_evaluate`.
 
-    python -m jaxdigits.train --model=cnn          # 99.34-99.39 % test accuracy, see README
+    python -m jaxdigits.train --model=cnn          # 99.3-99.4 % test accuracy, see README
     python -m jaxdigits.train --model=mlp --epochs=10 --workdir=runs/mlp
     python -m jaxdigits.train --workdir=runs/mlp                # continues that run
     python -m jaxdigits.train --recipe=speedrun                 # >= 99.0 % fast, see BUILD_NOTES
