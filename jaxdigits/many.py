@@ -156,12 +156,7 @@ def make_many_runner(setup: train.Setup, driver: str, mean, std):
             idx = jax.lax.dynamic_slice_in_dim(order, (start + i) * batch_size, batch_size, 1)
             return batch_step(*carry, data, idx, step_keys, mean, std), None  # idx: [K, b]
 
-        if driver == "scan":
-            return jax.lax.scan(body, (state, acc), jnp.arange(num_steps))[0]
-        carry = (state, acc)
-        for i in range(num_steps):
-            carry, _ = body(carry, i)
-        return carry
+        return train.run_steps(body, (state, acc), num_steps, driver)
 
     return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1))
 

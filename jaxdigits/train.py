@@ -131,6 +131,16 @@ def make_batch_step(setup: Setup):
     return batch_step
 
 
+def run_steps(body, carry, num_steps: int, driver: str):
+    """`num_steps` applications of `body(carry, i) -> (carry, None)`: `lax.scan` for the "scan"
+    driver, otherwise written out one after another (unrolled) in the traced program."""
+    if driver == "scan":
+        return jax.lax.scan(body, carry, jnp.arange(num_steps))[0]
+    for i in range(num_steps):
+        carry, _ = body(carry, i)
+    return carry
+
+
 def make_chunk_runner(setup: Setup, driver: str, mesh=None):
     """A jitted `run(state, acc, data, perm, start, step_key, num_steps)` doing `num_steps` steps.
 
@@ -151,12 +161,7 @@ def make_chunk_runner(setup: Setup, driver: str, mesh=None):
 
     def run(state, acc, data, perm, start, step_key, num_steps):
         body = lambda carry, i: one_step(carry, i, data, perm, start, step_key)
-        if driver == "scan":
-            return jax.lax.scan(body, (state, acc), jnp.arange(num_steps))[0]
-        carry = (state, acc)
-        for i in range(num_steps):
-            carry, _ = body(carry, i)
-        return carry
+        return run_steps(body, (state, acc), num_steps, driver)
 
     out = {} if mesh is None or mesh.size == 1 else {"out_shardings": parallel.replicated(mesh)}
     return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1), **out)
