@@ -20,7 +20,7 @@ def _f(default, help_text):
 @dataclasses.dataclass(frozen=True)
 class Config:
     dataset: str = _f("mnist", "mnist, fashion_mnist, kmnist, or tfds:NAME.")
-    model: str = _f("cnn", "linear, mlp, cnn or cnn_small.")
+    model: str = _f("cnn", "linear, mlp, cnn, cnn_small or cnn_tiny.")
     hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
                                      "(default 128), comma-separated.")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn).")
@@ -40,6 +40,10 @@ class Config:
     grad_clip: float = _f(0.0, "Clip gradients to this global norm (0: no clipping).")
     augment_shift: int = _f(0, "Shift training images randomly by up to this many pixels (0: off; "
                                "--model=cnn defaults to 2).")
+    augment_rotate: float = _f(0.0, "Rotate training images by a random angle of up to this many "
+                                     "degrees (0: off).")
+    augment_scale: float = _f(0.0, "Scale training images by a random factor in [1 - s, 1 + s] "
+                                   "(0: off).")
     batch_size: int = _f(128, "Training batch size.")
     eval_batch_size: int = _f(1000, "Evaluation batch size (every example is scored regardless).")
     epochs: int = _f(5, "Training epochs (--model=linear and mlp default to 10).")
@@ -54,6 +58,8 @@ class Config:
                         "learning_rate=1e-4,3e-4,1e-3;momentum=0.8,0.9 (the grid of all pairs).")
     layers: str = _f("auto", "CNN layer formulations: auto (fast on CPU, plain elsewhere), fast "
                              "(jaxdigits.fastconv) or plain; same math either way.")
+    members: str = _f("auto", "How the members of --num_models/--sweep share each step: auto (loop "
+                              "for conv nets on CPU, vmap otherwise), loop or vmap; same math.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -72,6 +78,7 @@ class Config:
 
 DRIVERS = ("auto", "step", "unroll", "scan")
 LAYERS = ("auto", "fast", "plain")
+MEMBERS = ("auto", "loop", "vmap")
 
 # What `python -m jaxdigits.train --model=NAME` uses for flags not given on the command line,
 # where the shared defaults above are not the best choice for that model (measured: README).
@@ -95,10 +102,13 @@ def validate(config: Config) -> Config:
         (config.warmup_epochs >= 0, "--warmup_epochs must be 0 or more"),
         (config.steps_per_call >= 0, "--steps_per_call must be 0 (auto) or more"),
         (config.augment_shift >= 0, "--augment_shift must be 0 (off) or more"),
+        (0 <= config.augment_rotate <= 180, "--augment_rotate must be in [0, 180] degrees"),
+        (0 <= config.augment_scale < 1, "--augment_scale must be in [0, 1)"),
         (config.num_models >= 1, f"--num_models must be at least 1, got {config.num_models}"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
         (config.layers in LAYERS, f"unknown --layers {config.layers!r}; choose one of {', '.join(LAYERS)}"),
+        (config.members in MEMBERS, f"unknown --members {config.members!r}; choose one of {', '.join(MEMBERS)}"),
     ]
     for ok, message in checks:
         if not ok:

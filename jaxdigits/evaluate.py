@@ -15,7 +15,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, ensemble, many, report, train
+from jaxdigits import checkpoint, ensemble, many, models, report, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -34,7 +34,7 @@ def load_run(path, which: str = "best"):
     norm = meta["normalisation"]
     setup = train.Setup(config, model, None, tuple(meta["image_shape"]), meta["steps_per_epoch"],
                         norm["mean"], norm["std"])
-    target = model.init(jax.random.key(0), setup.image_shape)
+    target = models.init_params(model, jax.random.key(0), setup.image_shape)
     params, meta = checkpoint.restore_params(folder, epoch, target)
     return setup, params, {**meta, "checkpoint": str(folder / str(epoch))}
 

@@ -43,6 +43,7 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """conv 5x5x32 - ReLU - maxpool 2 - conv 5x5x64 - ReLU - maxpool 2 - dense 128 - ReLU - dense."""
     features: Sequence[int] = (32, 64)
+    kernels: Sequence[int] = (5, 5)  # Square kernel size of each convolution.
     hidden: int = 128
     num_classes: int = 10
     dropout: float = 0.0
@@ -50,9 +51,9 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        for width in self.features:
+        for width, size in zip(self.features, self.kernels, strict=True):
             conv = fastconv.conv_general_dilated if self.cpu_layers else None
-            x = nn.relu(nn.Conv(width, (5, 5), padding="SAME", conv_general_dilated=conv)(x))
+            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", conv_general_dilated=conv)(x))
             if self.cpu_layers:
                 x = fastconv.max_pool_2x2(x)  # [b, h/2, w/2, width]
             else:
@@ -84,13 +85,16 @@ def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
     if name == "cnn":
         return CNN(num_classes=num_classes, hidden=hidden[0] if hidden else 128, dropout=dropout,
                    cpu_layers=cpu_layers)
-    if name == "cnn_small":  # The speedrun's net (jaxdigits.recipes): a quarter of the CNN's work.
+    if name == "cnn_small":  # The seed CNN's layout with a quarter of its work.
         return CNN(features=(16, 32), num_classes=num_classes, hidden=hidden[0] if hidden else 128,
                    dropout=dropout, cpu_layers=cpu_layers)
+    if name == "cnn_tiny":  # The speedrun's net (jaxdigits.recipes): 3x3 convolutions, dense 256.
+        return CNN(features=(16, 32), kernels=(3, 3), num_classes=num_classes,
+                   hidden=hidden[0] if hidden else 256, dropout=dropout, cpu_layers=cpu_layers)
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
 
 
-MODELS = ("linear", "mlp", "cnn", "cnn_small")
+MODELS = ("linear", "mlp", "cnn", "cnn_small", "cnn_tiny")
 
 
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
@@ -113,6 +117,20 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
         return module.apply({"params": params}, images, train=train, rngs=rngs)
 
     return Model(init, apply)
+
+
+def init_params(model: Model, key, image_shape):
+    """`model.init(key, image_shape)`, compiled as one program.
+
+    On CPU it is compiled at XLA's optimisation level 1 rather than the default 3: it runs once,
+    and the full optimisation cost more than running it (cnn_small: 3.1 s of compiling at the
+    default level, 0.9 s at level 1, against about 4.5 s op by op). The parameters are
+    bit-identical to the op-by-op `model.init` (tests/test_models.py; level 0 is not: it fuses no
+    multiply-adds). BUILD_NOTES.md, issue 6. Other backends: a plain jit.
+    """
+    lowered = jax.jit(model.init, static_argnums=1).lower(key, tuple(image_shape))
+    options = {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
+    return lowered.compile(options)(key)
 
 
 def count_params(params) -> int:

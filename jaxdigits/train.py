@@ -50,7 +50,7 @@ class Setup(NamedTuple):
 
 
 def normalise(images, mean, std):
-    """uint8 [b, H, W, C] -> float32, on the device."""
+    """uint8 [b, H, W, C] (or float32 in the same 0-255 units) -> float32, on the device."""
     return (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
@@ -73,7 +73,7 @@ def make_setup(config: Config, num_train: int, image_shape, num_classes: int, me
 
 
 def init_state(setup: Setup, key) -> TrainState:
-    params = setup.model.init(key, setup.image_shape)
+    params = models.init_params(setup.model, key, setup.image_shape)
     return TrainState(jnp.zeros((), jnp.int32), params, setup.tx.init(params))
 
 
@@ -117,6 +117,7 @@ def make_batch_step(setup: Setup):
     `data[idx]`, gathered, augmented and normalised on the device (shared with `jaxdigits.many`)."""
     train_step = make_train_step(setup)
     shift = setup.config.augment_shift
+    rotate, scale = setup.config.augment_rotate, setup.config.augment_scale
 
     def batch_step(state, acc, data, idx, step_key, mean, std):
         # Per-step keys depend on the step number only, so a resumed run replays them.
@@ -124,6 +125,9 @@ def make_batch_step(setup: Setup):
         images = data.images[idx]  # uint8 [b, H, W, C]
         if shift:
             images = augment.random_shift(augment_key, images, shift)
+        if rotate or scale:
+            images = augment.random_rotate_scale(jax.random.fold_in(augment_key, 1), images,
+                                                 rotate, scale)  # float32 from here
         batch = {"image": normalise(images, mean, std), "label": data.labels[idx]}
         state, metrics = train_step(state, batch, dropout_key)
         return state, jax.tree.map(jnp.add, acc, metrics)

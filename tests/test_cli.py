@@ -94,7 +94,7 @@ def _linear_run(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model=resnet"], "unknown model 'resnet'; choose one of linear, mlp, cnn, cnn_small."),
+    (["--model=resnet"], "unknown model 'resnet'; choose one of linear, mlp, cnn, cnn_small, cnn_tiny."),
     (["--optimizer=lbfgs"], "unknown optimizer 'lbfgs'; choose one of sgd, momentum, nesterov"),
     (["--dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist, fashion_mnist, kmnist"),
     (["--schedule=step"], "unknown schedule 'step'"),
@@ -106,7 +106,7 @@ def _linear_run(tmp_path):
     (["--driver=turbo"], "unknown --driver 'turbo'; choose one of auto, step, unroll, scan."),
     (["--keep_checkpoints=0"], "--keep_checkpoints must be at least 1, got 0."),
     (["--layers=turbo"], "unknown --layers 'turbo'; choose one of auto, fast, plain."),
-    (["--recipe=fastest"], "unknown recipe 'fastest'; choose one of speedrun."),
+    (["--recipe=fastest"], "unknown recipe 'fastest'; choose one of speedrun, ensemble."),
     (["--batch_size=4096", "--max_train_examples=1000"], "--batch_size=4096 is larger than"),
 ])
 def test_bad_training_input_is_one_sentence(tmp_path, args, message):

@@ -59,6 +59,9 @@ def test_json_round_trip_and_foreign_fields():
     ({"eval_batch_size": 0}, "--eval_batch_size must be positive"),
     ({"hidden": (0,)}, "--hidden sizes must be positive"),
     ({"max_train_examples": -1}, "--max_train_examples must be 0"),
+    ({"augment_rotate": 200.0}, "--augment_rotate must be in [0, 180] degrees"),
+    ({"augment_scale": 1.0}, "--augment_scale must be in [0, 1)"),
+    ({"members": "pmap"}, "unknown --members 'pmap'; choose one of auto, loop, vmap"),
 ])
 def test_impossible_values_are_refused(change, message):
     with pytest.raises(UserError, match=message.replace("[", "\\[").replace(")", "\\)")):

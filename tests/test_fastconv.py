@@ -96,7 +96,7 @@ def test_the_speedrun_recipe_is_a_config_and_flags_override_it(tmp_path):
     from conftest import run_cli
 
     config = recipes.config("speedrun")
-    assert (config.model, config.schedule, config.augment_shift) == ("cnn_small", "one_cycle", 0)
+    assert (config.model, config.schedule, config.augment_shift) == ("cnn_tiny", "one_cycle", 0)
     proc = run_cli("jaxdigits.train", "--recipe=speedrun", "--epochs=1", "--max_train_examples=512",
                    "--validation_size=256", "--quiet", f"--workdir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr
@@ -106,9 +106,10 @@ def test_the_speedrun_recipe_is_a_config_and_flags_override_it(tmp_path):
     assert saved["epochs"] == 1 and "Test accuracy" in proc.stdout
 
 
-def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist):
+@pytest.mark.parametrize("model", ["cnn_small", "cnn_tiny"])  # 5x5 and 3x3 kernels.
+def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
     def run(layers):
-        config = Config(model="cnn_small", batch_size=32, optimizer="momentum", learning_rate=0.05,
+        config = Config(model=model, batch_size=32, optimizer="momentum", learning_rate=0.05,
                         schedule="constant", layers=layers)
         images, labels = mnist.train_images[:256], mnist.train_labels[:256]
         setup = train.make_setup(config, 256, images.shape[1:], 10, 0.13, 0.31)

@@ -113,3 +113,37 @@ def test_random_shift_moves_whole_images_within_bounds():
         moves.add((r1 - r0, c1 - c0))
     assert len(moves) > 10  # Many of the 25 possible shifts occur in a batch of 64.
     np.testing.assert_array_equal(augment.random_shift(jax.random.key(0), images, 2), shifted)
+
+
+def test_rotate_scale_is_exact_at_identity_and_quarter_turns_and_random_per_image():
+    from jaxdigits import augment
+
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)), jnp.uint8)
+    ones = jnp.ones(3)
+    same = augment.rotate_scale(images, jnp.zeros(3), ones)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(images, np.float32))
+    quarter = augment.rotate_scale(images, jnp.full(3, np.pi / 2), ones)  # Counter-clockwise.
+    np.testing.assert_allclose(quarter, np.rot90(np.asarray(images, np.float32), 1, axes=(1, 2)),
+                               atol=1e-3)
+    # Doubling about the centre (13.5, 13.5): output pixel (10, 10) reads the input at
+    # (11.75, 11.75), bilinear weights 0.25 / 0.75 on rows and columns 11 / 12.
+    doubled = augment.rotate_scale(images, jnp.zeros(3), 2 * ones)
+    f = np.asarray(images, np.float64)[..., 0]
+    expected = (0.0625 * f[:, 11, 11] + 0.1875 * f[:, 11, 12] + 0.1875 * f[:, 12, 11]
+                + 0.5625 * f[:, 12, 12])
+    np.testing.assert_allclose(doubled[:, 10, 10, 0], expected, rtol=1e-5)
+    out = augment.random_rotate_scale(jax.random.key(0), jnp.tile(images[:1], (8, 1, 1, 1)), 15, 0.1)
+    assert out.dtype == jnp.float32 and len({np.asarray(o).tobytes() for o in out}) == 8
+    np.testing.assert_array_equal(out, augment.random_rotate_scale(
+        jax.random.key(0), jnp.tile(images[:1], (8, 1, 1, 1)), 15, 0.1))
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_init_params_equals_op_by_op_init(name):
+    """The one-program init (compiled at XLA's level 1 on CPU) gives the very same bits."""
+    model = models.make_model(name)
+    expected = model.init(jax.random.key(3), (28, 28, 1))
+    got = models.init_params(model, jax.random.key(3), (28, 28, 1))
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
