@@ -15,6 +15,11 @@ Swept optimizer hyperparameters live in the optimizer state through `optax.injec
 one value per member; the others stay compile-time constants. Each member's folder is a normal
 run folder (config.json, metrics.jsonl, results.json, checkpoints/, best/), whose checkpoints
 hold the plain optimizer state, so `evaluate`, export and resume treat a member as a single run.
+
+A member whose training loss turns non-finite (a learning rate too high for it, in a sweep) is
+dropped, not the whole run: its folder gets `diverged.json`, it saves no more checkpoints (the
+earlier ones stay), it is left out of the ensemble and of `evaluate`'s members, and its results
+say in which epoch it diverged. If every member diverges the run stops, as a single run does.
 """
 
 import dataclasses
@@ -122,7 +127,7 @@ def init_states(members: Members, keys) -> train.TrainState:
     """Each member initialised on its own (as its single run would be), then stacked."""
     states = []
     for c, key in zip(members.configs, keys):
-        params = members.setup.model.init(key, members.setup.image_shape)
+        params = models.init_params(members.setup.model, key, members.setup.image_shape)
         tx = make_member_tx(c, members.swept, members.setup.steps_per_epoch)
         states.append(train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)))
     return stack(states)
@@ -146,28 +151,56 @@ def full_state(plain: train.TrainState, template: train.TrainState, swept: tuple
     return plain._replace(opt_state=opt)
 
 
-def make_many_runner(setup: train.Setup, driver: str, mean, std):
-    """Like `train.make_chunk_runner`, for K members: `order` int32 [K, n] and `step_keys` [K]."""
-    batch_step = jax.vmap(train.make_batch_step(setup), in_axes=(0, 0, None, 0, 0, 0, 0))
+def member_loop(config: Config) -> bool:
+    """Whether the step loops over members (True) or vmaps them (False), as `--members` says.
+
+    auto loops for conv nets on CPU: under `vmap` their convolutions become one grouped
+    convolution (feature_group_count = K), which XLA's CPU backend runs several times slower
+    than K ordinary ones (BUILD_NOTES.md, issue 7). Dense models, and every model on GPU/TPU,
+    keep `vmap`.
+    """
+    if config.members != "auto":
+        return config.members == "loop"
+    return jax.default_backend() == "cpu" and config.model.startswith("cnn")
+
+
+def make_many_runner(setup: train.Setup, driver: str, mean, std, loop: bool = False):
+    """Like `train.make_chunk_runner`, for K members: `order` int32 [K, n] and `step_keys` [K].
+
+    `loop`: each step writes the members' steps out one after another (K copies of the single
+    run's step in the one program) instead of one `jax.vmap`'d step; the same math either way.
+    """
+    single = train.make_batch_step(setup)
+    batch_step = jax.vmap(single, in_axes=(0, 0, None, 0, 0, 0, 0))
     batch_size = setup.config.batch_size
+
+    def looped_step(state, acc, data, idx, step_keys, mean, std):
+        out = [single(*jax.tree.map(lambda x: x[k], (state, acc)), data, idx[k], step_keys[k],
+                      mean[k], std[k]) for k in range(idx.shape[0])]
+        return stack([s for s, _ in out]), stack([a for _, a in out])
 
     def run(state, acc, data, order, start, step_keys, num_steps):
         def body(carry, i):
             idx = jax.lax.dynamic_slice_in_dim(order, (start + i) * batch_size, batch_size, 1)
-            return batch_step(*carry, data, idx, step_keys, mean, std), None  # idx: [K, b]
+            step = looped_step if loop else batch_step
+            return step(*carry, data, idx, step_keys, mean, std), None  # idx: [K, b]
 
         return train.run_steps(body, (state, acc), num_steps, driver)
 
     return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1))
 
 
-def make_scorer(setup: train.Setup):
-    """`score(params, data, idx, mean, std) -> logits` float32 [K, n, classes], padded batches."""
+def make_scorer(setup: train.Setup, loop: bool = False):
+    """`score(params, data, idx, mean, std) -> logits` float32 [K, n, classes], padded batches.
+    `loop` as in `make_many_runner`."""
     model, batch_size = setup.model, setup.config.eval_batch_size
 
     @jax.jit
     def logits_batch(params, data, idx, mean, std):  # idx: [K, b]
         one = lambda p, i, m, s: model.apply(p, train.normalise(data.images[i], m, s))
+        if loop:
+            return jnp.stack([one(jax.tree.map(lambda x: x[k], params), idx[k], mean[k], std[k])
+                              for k in range(idx.shape[0])])
         return jax.vmap(one)(params, idx, mean, std)  # [K, b, classes]
 
     def score(params, data, idx, mean, std):
@@ -201,7 +234,10 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     setup, configs, k_models = members.setup, members.configs, len(members.configs)
     dirs = [workdir / member_name(k) for k in range(k_models)]
     saved = [checkpoint.saved_epochs(d / "checkpoints") for d in dirs]
-    if resume and not all(saved):
+    diverged = [read_diverged(d) for d in dirs]  # Epoch each member diverged in, or None.
+    _check_alive(diverged)
+    resumable = all(s for s, e in zip(saved, diverged) if e is None)  # Diverged ones may have none.
+    if resume and not resumable:
         raise UserError(f"--resume was given but {workdir} holds no checkpoint to resume from.")
     workdir.mkdir(parents=True, exist_ok=True)
     if not exists:
@@ -215,22 +251,23 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     init_keys, data_keys, step_keys = (list(k) for k in zip(*keys))
     state = init_states(members, init_keys)
     start_epoch, histories = 0, [[] for _ in configs]
-    if all(saved):
-        start_epoch = min(s[-1] for s in saved)
-        restored = [checkpoint.restore(d / "checkpoints", start_epoch,
-                                       member_state(state, k, members.swept))
-                    for k, d in enumerate(dirs)]
-        state = stack([full_state(r, member_state(state, k, ()), members.swept)
-                       for k, (r, _) in enumerate(restored)])
-        histories = [meta["history"][:start_epoch] for _, meta in restored]
+    if resumable:
+        start_epoch = min(s[-1] for s, e in zip(saved, diverged) if e is None)
+        restored = [checkpoint.restore(d / "checkpoints", min(start_epoch, s[-1]),
+                                       member_state(state, k, members.swept)) if s else None
+                    for k, (d, s) in enumerate(zip(dirs, saved))]  # None: diverged in epoch 1.
+        state = stack([full_state(r[0], member_state(state, k, ()), members.swept) if r else
+                       member_state(state, k, ()) for k, r in enumerate(restored)])
+        histories = [r[1]["history"][:start_epoch] if r else [] for r in restored]
         _log(f"Resuming {workdir} from epoch {start_epoch}.")
 
     pool = train.to_device(ds.train_images, ds.train_labels)  # Every member's rows, once.
     test = train.to_device(ds.test_images, ds.test_labels)
     mean, std = jnp.asarray(members.mean), jnp.asarray(members.std)
     driver, steps_per_call = train.resolve_driver(configs[0])
-    run_chunk = make_many_runner(setup, driver, mean, std)
-    score = make_scorer(setup)
+    loop = member_loop(config)
+    run_chunk = make_many_runner(setup, driver, mean, std, loop)
+    score = make_scorer(setup, loop)
     step_keys = jnp.stack(step_keys)
     writers = [MetricWriter(d, h) for d, h in zip(dirs, histories)]
     ckpts = [checkpoint.Checkpointer(d, keep_checkpoints) for d in dirs]
@@ -240,7 +277,7 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     _log(f"{k_models} x {config.model} in one program ({', '.join(members.swept) or 'seeds'} per "
          f"member) on {ds.name}: {members.train_idx.shape[1]} train, {n_val} validation images "
          f"each; {models.count_params(member_state(state, 0, ()).params):,} parameters each; "
-         f"driver {driver} x{steps_per_call}.")
+         f"driver {driver} x{steps_per_call}, members {'looped' if loop else 'vmapped'}.")
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             start_time = time.perf_counter()
@@ -252,6 +289,15 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
             seconds = time.perf_counter() - start_time
             val_logits = score(state.params, pool, members.val_idx, mean, std) if n_val else None
             for k in range(k_models):
+                if diverged[k] is None and not math.isfinite(acc[k]["loss"]):
+                    diverged[k] = epoch
+                    write_atomic(dirs[k] / "diverged.json", json.dumps(
+                        {"epoch": epoch, "train_loss": repr(acc[k]["loss"])}) + "\n")
+                    _log(f"{member_name(k)} diverged in epoch {epoch} (training loss "
+                         f"{acc[k]['loss']}); it is dropped from here on, and its checkpoints "
+                         f"up to epoch {epoch - 1} are kept.")
+                if diverged[k] is not None:
+                    continue
                 record = {"epoch": epoch, "step": int(state.step[k]),
                           "learning_rate": float(schedules[k](int(state.step[k]) - 1)),
                           "train_loss": acc[k]["loss"], "train_accuracy": acc[k]["accuracy"]}
@@ -266,12 +312,20 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
                               is_best=score_k > best[k])
                 best[k] = max(best[k], score_k)
                 writers[k].write(record, record["step"])
+            _check_alive(diverged)
             _log(f"epoch {epoch} | {seconds:.1f}s for {k_models} models | " + " ".join(
-                f"{100 * h[-1].get('val_accuracy', h[-1]['train_accuracy']):.2f}%" for h in histories))
+                "diverged" if e is not None else
+                f"{100 * h[-1].get('val_accuracy', h[-1]['train_accuracy']):.2f}%"
+                for h, e in zip(histories, diverged)))
         test_logits = score(state.params, test, np.broadcast_to(
             np.arange(len(ds.test_labels), dtype=np.int32), (k_models, len(ds.test_labels))), mean, std)
         finals = []
         for k, (writer, d) in enumerate(zip(writers, dirs)):
+            if diverged[k] is not None:
+                finals.append({"diverged_in_epoch": diverged[k], "test_loss": None,
+                               "test_accuracy": None})
+                write_atomic(d / "results.json", json.dumps(finals[-1], indent=2) + "\n")
+                continue
             t = metrics_of(test_logits[k], ds.test_labels)
             final = {"epoch": config.epochs, "step": int(state.step[k]), "test_loss": t["loss"],
                      "test_accuracy": t["accuracy"], "test_count": t["count"]}
@@ -283,18 +337,22 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
             c.close()
         for w in writers:
             w.close()
-    ensemble = ensemble_metrics(test_logits, ds.test_labels)
+    alive = [k for k, e in enumerate(diverged) if e is None]
+    ensemble = ensemble_metrics(test_logits[alive], ds.test_labels)
     result = {"members": [{"member": member_name(k), **{n: getattr(c, n) for n in
                                                         ("seed", *SWEEPABLE)},
-                           "val_accuracy": h[-1].get("val_accuracy"), **f}
-                          for k, (c, h, f) in enumerate(zip(configs, histories, finals))],
-              "ensemble": {"test_accuracy": ensemble["accuracy"], "test_loss": ensemble["loss"],
-                           "test_count": ensemble["count"]}}
+                           "val_accuracy": h[-1].get("val_accuracy") if h and e is None else None,
+                           **f}
+                          for k, (c, h, f, e) in enumerate(zip(configs, histories, finals,
+                                                               diverged))],
+              "ensemble": {"members": len(alive), "test_accuracy": ensemble["accuracy"],
+                           "test_loss": ensemble["loss"], "test_count": ensemble["count"]}}
     write_atomic(workdir / "results.json", json.dumps(result, indent=2) + "\n")
     sweep_report.write(workdir, result, members.swept)
     for m in result["members"]:
-        _log(f"{m['member']}: test accuracy {100 * m['test_accuracy']:.2f}%")
-    _log(f"Ensemble of {k_models} (mean probability): test accuracy "
+        _log(f"{m['member']}: diverged in epoch {m['diverged_in_epoch']}" if m["test_accuracy"]
+             is None else f"{m['member']}: test accuracy {100 * m['test_accuracy']:.2f}%")
+    _log(f"Ensemble of {len(alive)} (mean probability): test accuracy "
          f"{100 * ensemble['accuracy']:.2f}% on all {ensemble['count']} test images. Table: "
          f"{workdir / 'sweep.md'}, plot: {workdir / 'sweep.png'}.")
     return result
@@ -329,12 +387,27 @@ def train_epoch(run_chunk, state, pool, order, step_keys, setup, steps_per_call,
 
 
 def member_paths(path) -> list[pathlib.Path]:
-    """The member folders of a many-model run folder, or [] if `path` is not one."""
+    """The member folders of a many-model run folder that did not diverge, or [] if `path` is
+    not a many-model run."""
     path = pathlib.Path(path)
     config = train.read_config(path) if path.is_dir() else None
     if config is None or (config.num_models == 1 and not config.sweep):
         return []
-    return [path / member_name(k) for k in range(len(member_configs(config)))]
+    folders = [path / member_name(k) for k in range(len(member_configs(config)))]
+    return [f for f in folders if read_diverged(f) is None]
+
+
+def read_diverged(folder: pathlib.Path) -> int | None:
+    """The epoch in which the member in `folder` diverged (its diverged.json), or None."""
+    marker = pathlib.Path(folder) / "diverged.json"
+    return json.loads(marker.read_text())["epoch"] if marker.exists() else None
+
+
+def _check_alive(diverged: list) -> None:
+    if all(e is not None for e in diverged):
+        raise UserError(f"training diverged for every member (in epochs "
+                        f"{', '.join(map(str, diverged))}); the checkpoints of earlier epochs are "
+                        "kept. Lower --learning_rate or add --grad_clip.")
 
 
 

@@ -14,7 +14,8 @@ from jaxdigits.metrics import write_atomic
 
 
 def rows(result: dict, swept: tuple) -> list[dict]:
-    keys = ("member", *swept, "seed", "val_accuracy", "test_accuracy", "test_loss")
+    keys = ("member", *swept, "seed", "val_accuracy", "test_accuracy", "test_loss",
+            "diverged_in_epoch")
     return [{k: m.get(k) for k in keys} for m in result["members"]]
 
 
@@ -25,7 +26,9 @@ def markdown(result: dict, swept: tuple) -> str:
     for row in table:
         lines.append("| " + " | ".join(_cell(k, v) for k, v in row.items()) + " |")
     e = result["ensemble"]
-    lines.append(f"\nEnsemble of all {len(table)} members (mean of probabilities): test accuracy "
+    members = e.get("members", len(table))
+    which = f"all {members}" if members == len(table) else f"the {members} that did not diverge"
+    lines.append(f"\nEnsemble of {which} members (mean of probabilities): test accuracy "
                  f"{100 * e['test_accuracy']:.2f} % on {e['test_count']} images, loss "
                  f"{e['test_loss']:.4f}.\n")
     return "\n".join(lines)

@@ -127,3 +127,61 @@ def test_bad_sweeps_are_refused():
         many.member_configs(Config(sweep="learning_rate=0.1,-1"))
     with pytest.raises(UserError, match="--num_models must be at least 1"):
         validate(Config(num_models=0))
+
+
+def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
+    """A learning rate that overflows in the first epoch: that member stops saving, leaves the
+    ensemble and evaluate's members; the other member is its separate run, to float tolerance."""
+    config = dataclasses.replace(SWEEP, optimizer="sgd", sweep="learning_rate=0.01,1e38")
+    result = train.train_and_evaluate(config, tmp_path / "sweep", quiet=True)
+    good, bad = result["members"]
+    assert bad["diverged_in_epoch"] == 1 and bad["test_accuracy"] is None
+    assert (tmp_path / "sweep" / "member_1" / "diverged.json").exists()
+    assert checkpoint.saved_epochs(tmp_path / "sweep" / "member_1" / "checkpoints") == []
+    single = train.train_and_evaluate(many.member_configs(config)[0], tmp_path / "0", quiet=True)
+    _assert_same_run(tmp_path / "0", tmp_path / "sweep" / "member_0")
+    assert result["ensemble"]["members"] == 1
+    assert result["ensemble"]["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=1e-4)
+    assert "the 1 that did not diverge" in (tmp_path / "sweep" / "sweep.md").read_text()
+    assert many.member_paths(tmp_path / "sweep") == [tmp_path / "sweep" / "member_0"]
+    monkeypatch.setattr(many, "train_epoch", None)  # A complete run is rescored, not retrained.
+    assert train.train_and_evaluate(config, tmp_path / "sweep", quiet=True) == result
+
+
+def test_a_run_whose_every_member_diverges_stops_with_one_sentence(tmp_path):
+    proc = run_cli("jaxdigits.train", "--model=linear", "--optimizer=sgd", "--schedule=constant", "--epochs=2",
+                   "--sweep=learning_rate=1e38,3e38", "--max_train_examples=256",
+                   "--validation_size=200", "--quiet", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: training diverged for every member (in epochs 1, 1)")
+    assert "Traceback" not in proc.stderr
+
+
+def test_cnn_members_looped_on_cpu_equal_separate_runs_and_the_vmapped_step(tmp_path):
+    """On CPU conv-net members are looped inside the step (no grouped convolutions); either
+    arrangement is the separate runs' math."""
+    config = dataclasses.replace(SEEDS, model="cnn_tiny", hidden=(16,), num_models=2,
+                                 max_train_examples=128)
+    assert many.member_loop(config) == (jax.default_backend() == "cpu")
+    result = train.train_and_evaluate(config, tmp_path / "many", quiet=True)
+    single = train.train_and_evaluate(many.member_configs(config)[1], tmp_path / "1", quiet=True)
+    assert result["members"][1]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
+    _assert_same_run(tmp_path / "1", tmp_path / "many" / "member_1")
+
+    ds = many.data.load_dataset("mnist")
+    members = many.make_members(config, ds)
+    keys = [jax.random.split(jax.random.key(c.seed), 3) for c in members.configs]
+    pool = train.to_device(ds.train_images, ds.train_labels)
+    mean, std = np.asarray(members.mean), np.asarray(members.std)
+    order = members.train_idx[:, :128]
+    after = []
+    for loop in (True, False):
+        state = many.init_states(members, [k[0] for k in keys])
+        acc = many.stack([train.zero_metrics()] * 2)
+        run = many.make_many_runner(members.setup, "step", mean, std, loop)
+        for start in (0, 1):
+            state, acc = run(state, acc, pool, order, start, jax.numpy.stack([k[2] for k in keys]),
+                             num_steps=1)
+        after.append(state.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *after)
