@@ -15,7 +15,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, ensemble, many, models, report, train
+from jaxdigits import checkpoint, ensemble, many, report, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -34,8 +34,10 @@ def load_run(path, which: str = "best"):
     norm = meta["normalisation"]
     setup = train.Setup(config, model, None, tuple(meta["image_shape"]), meta["steps_per_epoch"],
                         norm["mean"], norm["std"])
-    target = models.init_params(model, jax.random.key(0), setup.image_shape)
+    # Only the structure, shapes and dtypes are needed: no initialisation is compiled or run.
+    target = jax.eval_shape(lambda key: model.init(key, setup.image_shape), jax.random.key(0))
     params, meta = checkpoint.restore_params(folder, epoch, target)
+    params = jax.device_put(params)  # Restored from shapes alone, orbax gives numpy arrays.
     return setup, params, {**meta, "checkpoint": str(folder / str(epoch))}
 
 

@@ -137,9 +137,14 @@ def stack(trees):
     return jax.tree.map(lambda *x: jnp.stack(x), *trees)
 
 
+def take(tree, k: int):
+    """Member k of a stacked tree (the inverse of `stack`)."""
+    return jax.tree.map(lambda x: x[k], tree)
+
+
 def member_state(states: train.TrainState, k: int, swept: tuple) -> train.TrainState:
     """Member k's state as its single run holds it (the plain optimizer state)."""
-    state = jax.tree.map(lambda x: x[k], states)
+    state = take(states, k)
     return state._replace(opt_state=state.opt_state.inner_state) if swept else state
 
 
@@ -175,8 +180,8 @@ def make_many_runner(setup: train.Setup, driver: str, mean, std, loop: bool = Fa
     batch_size = setup.config.batch_size
 
     def looped_step(state, acc, data, idx, step_keys, mean, std):
-        out = [single(*jax.tree.map(lambda x: x[k], (state, acc)), data, idx[k], step_keys[k],
-                      mean[k], std[k]) for k in range(idx.shape[0])]
+        out = [single(*take((state, acc), k), data, idx[k], step_keys[k], mean[k], std[k])
+               for k in range(idx.shape[0])]
         return stack([s for s, _ in out]), stack([a for _, a in out])
 
     def run(state, acc, data, order, start, step_keys, num_steps):
@@ -199,7 +204,7 @@ def make_scorer(setup: train.Setup, loop: bool = False):
     def logits_batch(params, data, idx, mean, std):  # idx: [K, b]
         one = lambda p, i, m, s: model.apply(p, train.normalise(data.images[i], m, s))
         if loop:
-            return jnp.stack([one(jax.tree.map(lambda x: x[k], params), idx[k], mean[k], std[k])
+            return jnp.stack([one(take(params, k), idx[k], mean[k], std[k])
                               for k in range(idx.shape[0])])
         return jax.vmap(one)(params, idx, mean, std)  # [K, b, classes]
 
