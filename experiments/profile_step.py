@@ -17,7 +17,7 @@ setup = train.make_setup(cfg, len(tx), tx.shape[1:], 10, mean, std)
 state = train.init_state(setup, jax.random.key(0)); data = train.to_device(tx, ty)
 run = train.make_chunk_runner(setup, 'step'); perm = jnp.arange(len(tx), dtype=jnp.int32); key = jax.random.key(1)
 acc = train.zero_metrics()
-opts = {'xla_cpu_enable_xprof_traceme': True}
+opts = {**train.compiler_options(setup), 'xla_cpu_enable_xprof_traceme': True}
 c = run.lower(state, acc, data, perm, 0, key, num_steps=1).compile(opts)
 open('/tmp/step_hlo.txt','w').write(c.as_text())
 for i in range(3): state, acc = c(state, acc, data, perm, i, key)

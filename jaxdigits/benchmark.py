@@ -90,8 +90,8 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
     step = statistics.median(step_times)
     result = {
         "model": config.model, "batch_size": config.batch_size, "optimizer": config.optimizer,
-        "driver": driver, "steps_per_call": k, "compile_seconds": compile_seconds,
-        "step_seconds": step, "step_seconds_min": min(step_times), "step_seconds_max": max(step_times),
+        "driver": driver, "steps_per_call": k, "compiler_options": train.compiler_options(setup),
+        "compile_seconds": compile_seconds, "step_seconds": step, "step_seconds_min": min(step_times), "step_seconds_max": max(step_times),
         "images_per_second": config.batch_size / step, "devices": mesh.size,
         "images_per_second_per_device": config.batch_size / step / mesh.size,
         "gflops_per_step": flops_per_step / 1e9,
@@ -119,6 +119,8 @@ def format_table(result: dict) -> str:
         ("device", f"{result['backend']} {result['device']} x{result['device_count']}, "
                    f"{result['cpu_count']} CPUs"),
         ("driver", f"{result['driver']}, {result['steps_per_call']} steps per call"),
+        ("XLA options", ", ".join(f"{k}={v}" for k, v in result["compiler_options"].items())
+                        or "none"),
         ("compile", f"{result['compile_seconds']:.2f} s"),
         ("step", f"{1e3 * result['step_seconds']:.2f} ms (min {1e3 * result['step_seconds_min']:.2f}, "
                  f"max {1e3 * result['step_seconds_max']:.2f})"),

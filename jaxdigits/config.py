@@ -60,6 +60,8 @@ class Config:
                              "(jaxdigits.fastconv) or plain; same math either way.")
     members: str = _f("auto", "How the members of --num_models/--sweep share each step: auto (loop "
                               "for conv nets on CPU, vmap otherwise), loop or vmap; same math.")
+    cpu_conv: str = _f("auto", "Convolution kernels on XLA's CPU backend: auto (eigen), eigen "
+                               "(XLA's own) or ynnpack (XLA's default); ignored on GPU and TPU.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -79,6 +81,7 @@ class Config:
 DRIVERS = ("auto", "step", "unroll", "scan")
 LAYERS = ("auto", "fast", "plain")
 MEMBERS = ("auto", "loop", "vmap")
+CPU_CONVS = ("auto", "eigen", "ynnpack")
 
 # What `python -m jaxdigits.train --model=NAME` uses for flags not given on the command line,
 # where the shared defaults above are not the best choice for that model (measured: README).
@@ -109,6 +112,7 @@ def validate(config: Config) -> Config:
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
         (config.layers in LAYERS, f"unknown --layers {config.layers!r}; choose one of {', '.join(LAYERS)}"),
         (config.members in MEMBERS, f"unknown --members {config.members!r}; choose one of {', '.join(MEMBERS)}"),
+        (config.cpu_conv in CPU_CONVS, f"unknown --cpu_conv {config.cpu_conv!r}; choose one of {', '.join(CPU_CONVS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -33,7 +33,8 @@ def ensemble_metrics(logits, labels) -> dict:
 
 def predict(setup: train.Setup, params, images) -> np.ndarray:
     """Logits float32 [n, classes] of uint8 images [n, H, W, C], in padded eval batches."""
-    apply = jax.jit(lambda p, x: setup.model.apply(p, train.normalise(x, setup.mean, setup.std)))
+    apply = jax.jit(lambda p, x: setup.model.apply(p, train.normalise(x, setup.mean, setup.std)),
+                    compiler_options=train.compiler_options(setup))
     b, n = setup.config.eval_batch_size, len(images)
     out = [np.asarray(apply(params, images[np.minimum(np.arange(i, i + b), n - 1)]))
            for i in range(0, n, b)]

@@ -23,6 +23,7 @@ say in which epoch it diverged. If every member diverges the run stops, as a sin
 """
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -192,7 +193,8 @@ def make_many_runner(setup: train.Setup, driver: str, mean, std, loop: bool = Fa
 
         return train.run_steps(body, (state, acc), num_steps, driver)
 
-    return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1))
+    return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1),
+                   compiler_options=train.compiler_options(setup))
 
 
 def make_scorer(setup: train.Setup, loop: bool = False):
@@ -200,7 +202,7 @@ def make_scorer(setup: train.Setup, loop: bool = False):
     `loop` as in `make_many_runner`."""
     model, batch_size = setup.model, setup.config.eval_batch_size
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=train.compiler_options(setup))
     def logits_batch(params, data, idx, mean, std):  # idx: [K, b]
         one = lambda p, i, m, s: model.apply(p, train.normalise(data.images[i], m, s))
         if loop:

@@ -9,6 +9,7 @@ examples of each class given the lowest probability of their true label. It writ
 (all of it), `confusion_matrix.json` and four PNGs (see `FILES`).
 """
 
+import functools
 import json
 import pathlib
 
@@ -38,7 +39,7 @@ def predict(setup: train.Setup, params, data: train.DeviceData) -> np.ndarray:
     """
     model, batch_size, mean, std = setup.model, setup.config.eval_batch_size, setup.mean, setup.std
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=train.compiler_options(setup))
     def logits_fn(params, data, start):
         n = data.labels.shape[0]
         idx = jnp.minimum(start + jnp.arange(batch_size), n - 1)  # [b]

@@ -10,6 +10,7 @@ and runs forward, backward and the optimizer update in one compiled function.
 """
 
 import datetime
+import functools
 import json
 import math
 import pathlib
@@ -59,6 +60,11 @@ def make_config_model(config: Config, num_classes: int) -> models.Model:
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
                              dropout=config.dropout,
                              cpu_layers=None if config.layers == "auto" else config.layers == "fast")
+
+
+def compiler_options(setup: Setup) -> dict:
+    """XLA compile options of the programs that train or score `setup`'s model (`--cpu_conv`)."""
+    return models.compiler_options(setup.config.cpu_conv)
 
 
 def make_setup(config: Config, num_train: int, image_shape, num_classes: int, mean, std) -> Setup:
@@ -168,7 +174,8 @@ def make_chunk_runner(setup: Setup, driver: str, mesh=None):
         return run_steps(body, (state, acc), num_steps, driver)
 
     out = {} if mesh is None or mesh.size == 1 else {"out_shardings": parallel.replicated(mesh)}
-    return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1), **out)
+    return jax.jit(run, static_argnames="num_steps", donate_argnums=(0, 1),
+                   compiler_options=compiler_options(setup), **out)
 
 
 def resolve_driver(config: Config) -> tuple[str, int]:
@@ -189,7 +196,7 @@ def make_evaluator(setup: Setup, mesh=None):
     model, batch_size, mean, std = setup.model, setup.config.eval_batch_size, setup.mean, setup.std
     split = mesh is not None and mesh.size > 1 and batch_size % mesh.size == 0
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options(setup))
     def eval_batch(params, data, start):
         n = data.labels.shape[0]
         position = start + jnp.arange(batch_size)  # [b]

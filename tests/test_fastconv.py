@@ -1,6 +1,7 @@
 """The CPU-fast layers (jaxdigits.fastconv) against the plain ones: values and gradients."""
 
 import json
+import re
 
 import flax.linen as nn
 import jax
@@ -126,3 +127,34 @@ def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
     plain, _ = run("plain")
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  fast.params, plain.params)
+
+
+def test_cpu_conv_picks_xla_cpu_kernels_and_keeps_the_math():
+    """--cpu_conv=auto (eigen on CPU) takes the convolutions of the training program from YNNPACK;
+    ynnpack keeps them; the trained parameters agree to float tolerance (BUILD_NOTES.md, issue 6)."""
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(64, dtype=np.int32) % 10
+
+    def run(cpu_conv):
+        config = Config(model="cnn", batch_size=32, optimizer="momentum", learning_rate=0.05,
+                        schedule="constant", cpu_conv=cpu_conv)
+        setup = train.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
+        data = train.to_device(images, labels)
+        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
+        run_chunk = train.make_chunk_runner(setup, "unroll")
+        args = (state, acc, data, jnp.arange(64, dtype=jnp.int32), 0, jax.random.key(1))
+        hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
+        return run_chunk(*args, num_steps=2)[0], hlo
+
+    (auto, auto_hlo), (ynnpack, ynnpack_hlo) = run("auto"), run("ynnpack")
+    on_cpu = jax.default_backend() == "cpu"
+    assert models.compiler_options("auto") == models.compiler_options("eigen") \
+        == ({"xla_cpu_experimental_ynn_fusion_type":
+             "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"} if on_cpu else {})
+    assert models.compiler_options("ynnpack") == {}
+    if on_cpu:  # YNNPACK fusions of convolutions ("conv_general_dilated" in their metadata).
+        ynn_convs = lambda hlo: re.findall(r"%ynn_fusion[\w.]* = .*conv_general_dilated", hlo)
+        assert not ynn_convs(auto_hlo) and ynn_convs(ynnpack_hlo)
+        assert "ynn_fusion" in auto_hlo  # The dots and reductions stay with YNNPACK.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 auto.params, ynnpack.params)
