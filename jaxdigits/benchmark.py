@@ -91,7 +91,8 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
     result = {
         "model": config.model, "batch_size": config.batch_size, "optimizer": config.optimizer,
         "driver": driver, "steps_per_call": k, "compiler_options": train.compiler_options(setup),
-        "compile_seconds": compile_seconds, "step_seconds": step, "step_seconds_min": min(step_times), "step_seconds_max": max(step_times),
+        "compile_seconds": compile_seconds, "step_seconds": step,
+        "step_seconds_min": min(step_times), "step_seconds_max": max(step_times),
         "images_per_second": config.batch_size / step, "devices": mesh.size,
         "images_per_second_per_device": config.batch_size / step / mesh.size,
         "gflops_per_step": flops_per_step / 1e9,

@@ -81,7 +81,7 @@ def compiler_options(cpu_conv: str = "auto") -> dict:
 
     XLA's CPU backend hands convolutions, dots and reductions to YNNPACK by default. "eigen", what
     "auto" picks, keeps the dots and reductions there but leaves convolutions to XLA's own Eigen
-    kernels: the seed CNN's train step is 1.8x faster on the Intel Xeon measured, the MLP's and
+    kernels: the seed CNN's train step is 1.9x faster on the Intel Xeon measured, the MLP's and
     cnn_tiny's steps unchanged (BUILD_NOTES.md, issue 6). "ynnpack" keeps XLA's default. GPU and
     TPU: no options.
     """
