@@ -126,12 +126,9 @@ def make_members(config: Config, ds) -> Members:
 
 def init_states(members: Members, keys) -> train.TrainState:
     """Each member initialised on its own (as its single run would be), then stacked."""
-    states = []
-    for c, key in zip(members.configs, keys):
-        params = models.init_params(members.setup.model, key, members.setup.image_shape)
-        tx = make_member_tx(c, members.swept, members.setup.steps_per_epoch)
-        states.append(train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)))
-    return stack(states)
+    steps = members.setup.steps_per_epoch
+    return stack([train.init_state(members.setup, key, make_member_tx(c, members.swept, steps))
+                  for c, key in zip(members.configs, keys)])
 
 
 def stack(trees):
@@ -161,9 +158,9 @@ def member_loop(config: Config) -> bool:
     """Whether the step loops over members (True) or vmaps them (False), as `--members` says.
 
     auto loops for conv nets on CPU: under `vmap` their convolutions become one grouped
-    convolution (feature_group_count = K), which XLA's CPU backend runs several times slower
-    than K ordinary ones (BUILD_NOTES.md, issue 7). Dense models, and every model on GPU/TPU,
-    keep `vmap`.
+    convolution (feature_group_count = K), which YNNPACK (`--cpu_conv=ynnpack`) runs several
+    times slower than K ordinary ones; with the default Eigen kernels the two are within a few
+    per cent (BUILD_NOTES.md, issue 7). Dense models, and every model on GPU/TPU, keep `vmap`.
     """
     if config.members != "auto":
         return config.members == "loop"
@@ -278,7 +275,7 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     step_keys = jnp.stack(step_keys)
     writers = [MetricWriter(d, h) for d, h in zip(dirs, histories)]
     ckpts = [checkpoint.Checkpointer(d, keep_checkpoints) for d in dirs]
-    schedules = [optimizers.schedule_for(c, setup.steps_per_epoch) for c in configs]
+    schedules = [jax.jit(optimizers.schedule_for(c, setup.steps_per_epoch)) for c in configs]
     best = [max(map(train._score, h), default=-math.inf) for h in histories]
     n_val = members.val_idx.shape[1]
     _log(f"{k_models} x {config.model} in one program ({', '.join(members.swept) or 'seeds'} per "

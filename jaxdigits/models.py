@@ -7,6 +7,8 @@ already normalised.
 
 from typing import Callable, NamedTuple, Sequence
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -143,9 +145,16 @@ def init_params(model: Model, key, image_shape):
     bit-identical to the op-by-op `model.init` (tests/test_models.py; level 0 is not: it fuses no
     multiply-adds). BUILD_NOTES.md, issue 6. Other backends: a plain jit.
     """
-    lowered = jax.jit(model.init, static_argnums=1).lower(key, tuple(image_shape))
-    options = {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
-    return lowered.compile(options)(key)
+    return _compiled_init(model, tuple(image_shape), jax.ShapeDtypeStruct(key.shape, key.dtype),
+                          jax.default_backend())(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_init(model: Model, image_shape: tuple, key_type, backend: str):
+    """`init_params`' program, compiled once per model (K-model runs initialise K members)."""
+    lowered = jax.jit(model.init, static_argnums=1).lower(key_type, image_shape)
+    options = {"xla_backend_optimization_level": 1} if backend == "cpu" else {}
+    return lowered.compile(options)
 
 
 def count_params(params) -> int:

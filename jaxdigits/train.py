@@ -78,9 +78,11 @@ def make_setup(config: Config, num_train: int, image_shape, num_classes: int, me
     return Setup(config, model, tx, tuple(image_shape), steps_per_epoch, float(mean), float(std))
 
 
-def init_state(setup: Setup, key) -> TrainState:
+def init_state(setup: Setup, key, tx=None) -> TrainState:
+    """Fresh parameters from `key` and the state of `tx` (default `setup.tx`) for them."""
     params = models.init_params(setup.model, key, setup.image_shape)
-    return TrainState(jnp.zeros((), jnp.int32), params, jax.jit(setup.tx.init)(params))
+    tx = setup.tx if tx is None else tx
+    return TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params))
 
 
 def make_train_step(setup: Setup):
