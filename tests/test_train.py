@@ -51,6 +51,13 @@ def test_drivers_compute_the_same_steps(mnist, model):
                      state.params, reference.params)
 
 
+def test_pixel_stats_match_numpy_over_several_chunks():
+    images = np.random.default_rng(0).integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8)  # 2.2 chunks
+    mean, std = train.pixel_stats(images)
+    values = images.astype(np.float64) / 255.0
+    np.testing.assert_allclose([mean, std], [values.mean(), values.std()], rtol=1e-12)
+
+
 def test_step_compiles_once(mnist):
     setup, data = _setup(mnist)
     _, _, run = _run(setup, data, "unroll", 12, 4)  # Three calls with different start offsets.
