@@ -3,6 +3,7 @@
     python experiments/compare_speed.py                   # 3 rounds, about 5 minutes on 2 quiet cores (estimated)
     python experiments/compare_speed.py --rounds=5 --peers=torch,flax --out=speed.json
     python experiments/compare_speed.py --cnn_variants=layers=fast,layers=plain   # formulations
+    python experiments/compare_speed.py --cnn_variants=layers=auto,GLIBC_TUNABLES=glibc.malloc.mmap_max=0  # env
 
 Every job runs in its own process, as a user would run it, and each round runs every job once,
 in turn, so a busy machine slows them all alike; ratios are taken within a round, then the
@@ -39,7 +40,8 @@ _DATA = flags.DEFINE_string("data_dir", str(ROOT / "jaxdigits" / "datasets" / "m
 _CNN_EPOCHS = flags.DEFINE_integer("cnn_epochs", 1, "Timed CNN epochs per job (last is used).")
 _MLP_EPOCHS = flags.DEFINE_integer("mlp_epochs", 3, "Timed MLP epochs per job (last is used).")
 _CNN_VARIANTS = flags.DEFINE_list("cnn_variants", ["layers=auto"],
-                                  "jaxdigits CNN configs to time (flag=value, '+'-joined).")
+                                  "jaxdigits CNN configs to time (flag=value, '+'-joined; "
+                                  "an UPPER_CASE name sets that environment variable).")
 _MODELS = flags.DEFINE_list("models", ["cnn", "mlp"], "Which models to compare.")
 _OUT = flags.DEFINE_string("out", None, "Also write every measurement here as JSON.")
 
@@ -52,12 +54,13 @@ def load() -> str:
     return os.popen("uptime").read().strip().split("load average:")[-1].strip()
 
 
-def run_jaxdigits(model: str, epochs: int, extra: list[str]) -> dict:
+def run_jaxdigits(model: str, epochs: int, extra: list[str], env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "r.json"
         cmd = [sys.executable, "-m", "jaxdigits.benchmark", f"--model={model}", *RECIPE,
                f"--bench_epochs={epochs}", f"--json={out}", *extra]
-        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})
         r = json.loads(out.read_text())
     return {"seconds": r["epoch_seconds"][-1], "gflops_per_step": r["gflops_per_step"],
             "steps": r["epoch_examples"] // r["batch_size"], "cmd": " ".join(cmd[1:])}
@@ -91,8 +94,11 @@ def jobs() -> dict:
     torch_ok = "torch" in _PEERS.value
     if "cnn" in _MODELS.value:
         for variant in _CNN_VARIANTS.value:
-            extra = [f"--{kv}" for kv in variant.split("+") if kv]
-            out[f"jaxdigits cnn {variant}"] = lambda e=extra: run_jaxdigits("cnn", _CNN_EPOCHS.value, e)
+            items = [kv for kv in variant.split("+") if kv]  # UPPER_CASE=value: the environment.
+            env = dict(kv.split("=", 1) for kv in items if kv.split("=")[0].isupper())
+            extra = [f"--{kv}" for kv in items if not kv.split("=")[0].isupper()]
+            out[f"jaxdigits cnn {variant}"] = lambda e=extra, v=env: run_jaxdigits(
+                "cnn", _CNN_EPOCHS.value, e, v)
         if torch_ok:
             out["torch cnn"] = lambda: run_peer(_TORCH.value, "peer_torch.py", _CNN_EPOCHS.value)
         if "flax" in _PEERS.value:
