@@ -240,7 +240,7 @@ def pixel_stats(images) -> tuple[float, float]:
     """Mean and standard deviation of pixel / 255 over a uint8 array, in float64.
 
     From a histogram counted 2^20 pixels at a time: the same counts as one `np.bincount` of the
-    whole array, 4x sooner (it widens its input to int64 first: 0.62 s against 0.15 s for MNIST).
+    whole array, which first copies all of it to int64 (0.15 s against 0.62 s for MNIST's).
     """
     flat, chunk = images.reshape(-1), 1 << 20
     counts = sum((np.bincount(flat[i:i + chunk], minlength=256) for i in range(0, flat.size, chunk)),

@@ -18,8 +18,7 @@ from jaxdigits import evaluate, predictor, serve, train
 from test_preprocess import data_url, drawn_large
 
 
-@pytest.fixture(scope="module")
-def server(exported_model):
+def _serve(exported_model):
     """The server on a free local port, in a thread; yields (host, port, log lines)."""
     lines = []
     httpd = serve.make_server(predictor.load(exported_model), "127.0.0.1", 0, log=lines.append)
@@ -28,6 +27,18 @@ def server(exported_model):
     yield (*httpd.server_address[:2], lines)
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(exported_model):
+    """One server shared by the module's tests: (host, port, log lines)."""
+    yield from _serve(exported_model)
+
+
+@pytest.fixture
+def own_server(exported_model):
+    """A server for one test, so no other test's late log line can land in its log."""
+    yield from _serve(exported_model)
 
 
 def request(server, method, path, body=None, headers=None, raw=None):
@@ -132,11 +143,10 @@ def test_bad_requests_get_a_4xx_and_one_line_of_json(server, case):
     assert predict(server, GOOD)["label"] in range(10)  # Still serving.
 
 
-def settled_log(server, before=None, expected=0) -> list[str]:
+def settled_log(server, before: int, expected: int) -> list[str]:
     """The log lines after `before`, once `expected` have come and no more come for 0.3 s.
 
     A request's line is written just after its answer is sent, so the client can be faster."""
-    before = len(server[2]) if before is None else before
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         count = len(server[2])
@@ -146,21 +156,22 @@ def settled_log(server, before=None, expected=0) -> list[str]:
     return server[2][before:]
 
 
-def test_one_log_line_per_request(server):
-    before = len(server[2]) + len(settled_log(server))
+def test_one_log_line_per_request(own_server):
+    server = own_server
     request(server, "GET", "/healthz")
     request(server, "POST", "/predict", b"{oops")
     predict(server, GOOD)
     request(server, "PATCH", "/model")
-    new = settled_log(server, before, 4)
+    new = settled_log(server, 0, 4)
     assert len(new) == 4, new
     assert re.fullmatch(r"127\.0\.0\.1 GET /healthz 200 \d+B [\d.]+ms", new[0]), new[0]
     assert " POST /predict 400 " in new[1] and re.search(r"POST /predict 200 .* label=\d$", new[2])
     assert " PATCH /model 405 " in new[3]
 
 
-def test_concurrent_load(server, mnist):
+def test_concurrent_load(own_server, mnist):
     """8 clients, 320 requests (28x28 arrays and PNG drawings): no errors, the same answers."""
+    server = own_server
     images = mnist.test_images[:40, ..., 0]
     payloads = [{"image": (x / 255.0).tolist()} for x in images] + [
         {"png": data_url(drawn_large(x, 150, 60, 60, (280, 280)))} for x in images]
@@ -171,13 +182,13 @@ def test_concurrent_load(server, mnist):
         body = predict(server, payloads[i % len(payloads)])
         return i, body["label"], time.perf_counter() - start
 
-    logged = len(server[2]) + len(settled_log(server))
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(4 * len(payloads))))
     wall = time.perf_counter() - start
     assert [label for _, label, _ in results] == [expected[i % len(payloads)] for i, _, _ in results]
-    assert len(settled_log(server, logged, len(results))) == len(results)  # One log line each.
+    total = len(payloads) + len(results)
+    assert len(settled_log(server, 0, total)) == total  # One log line per request.
     ms = 1e3 * np.array([t for _, _, t in results])
     print(f"\n{len(results)} requests from 8 clients in {wall:.2f} s ({len(results) / wall:.0f}/s): "
           f"latency median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms")
