@@ -4,6 +4,7 @@
     python experiments/compare_speed.py --rounds=5 --peers=torch,flax --out=speed.json
     python experiments/compare_speed.py --cnn_variants=layers=fast,layers=plain   # formulations
     python experiments/compare_speed.py --cnn_variants=layers=auto,GLIBC_TUNABLES=glibc.malloc.mmap_max=0  # env
+    git worktree add /tmp/before HEAD~1 && python experiments/compare_speed.py --baseline=/tmp/before
 
 Every job runs in its own process, as a user would run it, and each round runs every job once,
 in turn, so a busy machine slows them all alike; ratios are taken within a round, then the
@@ -44,6 +45,8 @@ _CNN_VARIANTS = flags.DEFINE_list("cnn_variants", ["layers=auto"],
                                   "an UPPER_CASE name sets that environment variable).")
 _MODELS = flags.DEFINE_list("models", ["cnn", "mlp"], "Which models to compare.")
 _OUT = flags.DEFINE_string("out", None, "Also write every measurement here as JSON.")
+_BASELINE = flags.DEFINE_string("baseline", None, "Another jaxdigits checkout (an earlier commit) "
+                                "whose CNN is timed too, as 'jaxdigits cnn baseline'.")
 
 RECIPE = ["--optimizer=momentum", "--learning_rate=0.1", "--momentum=0.9", "--schedule=constant",
           "--batch_size=128", "--validation_size=0", "--augment_shift=0", "--calls=2",
@@ -54,12 +57,13 @@ def load() -> str:
     return os.popen("uptime").read().strip().split("load average:")[-1].strip()
 
 
-def run_jaxdigits(model: str, epochs: int, extra: list[str], env: dict | None = None) -> dict:
+def run_jaxdigits(model: str, epochs: int, extra: list[str], env: dict | None = None,
+                  root: pathlib.Path = ROOT) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "r.json"
         cmd = [sys.executable, "-m", "jaxdigits.benchmark", f"--model={model}", *RECIPE,
                f"--bench_epochs={epochs}", f"--json={out}", *extra]
-        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True,
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True,
                        env={**os.environ, **(env or {})})
         r = json.loads(out.read_text())
     return {"seconds": r["epoch_seconds"][-1], "gflops_per_step": r["gflops_per_step"],
@@ -99,6 +103,9 @@ def jobs() -> dict:
             extra = [f"--{kv}" for kv in items if not kv.split("=")[0].isupper()]
             out[f"jaxdigits cnn {variant}"] = lambda e=extra, v=env: run_jaxdigits(
                 "cnn", _CNN_EPOCHS.value, e, v)
+        if _BASELINE.value:
+            out["jaxdigits cnn baseline"] = lambda: run_jaxdigits(
+                "cnn", _CNN_EPOCHS.value, [], root=pathlib.Path(_BASELINE.value))
         if torch_ok:
             out["torch cnn"] = lambda: run_peer(_TORCH.value, "peer_torch.py", _CNN_EPOCHS.value)
         if "flax" in _PEERS.value:
@@ -141,9 +148,11 @@ def main(argv):
     for name in results:
         model = name.split()[1]
         peer = f"torch {model}"
-        if name.startswith("jaxdigits") and peer in results:
-            ratios[f"{name} / {peer}"] = [a["seconds"] / b["seconds"]
-                                          for a, b in zip(results[name], results[peer])]
+        for other in (peer, "jaxdigits cnn baseline"):
+            if name.startswith("jaxdigits") and other in results and model in other \
+                    and name != other:
+                ratios[f"{name} / {other}"] = [a["seconds"] / b["seconds"]
+                                               for a, b in zip(results[name], results[other])]
     if "jaxdigits mlp" in results:
         ratios["jaxdigits mlp GFLOP/s / matmul roofline"] = [
             x["gflops_per_step"] * x["steps"] / x["seconds"] / rf["gflops"]

@@ -1,42 +1,76 @@
-"""jaxdigits.fastconv against the plain layers, alternating: pooling forward+backward (both
-pools of the seed CNN), the first conv forward, and its forward + kernel gradient.
+"""jaxdigits.fastconv's layers against the plain ones, alternating in one process.
 
-    python experiments/fast_layers.py
+    python experiments/fast_layers.py --rounds=7
+
+Each case is jitted forward + backward of a sum of squares, batch 128, compiled with the
+training programs' CPU options (`models.compiler_options()`):
+
+- the seed CNN's first layer (conv 5x5x32 on 28x28x1, bias, ReLU, 2x2 max pooling), gradients
+  of kernel and bias: the plain layers against `fastconv.conv_relu_pool`;
+- the second layer's pooling (128x14x14x64 -> 7x7): `nn.max_pool` against
+  `fastconv.max_pool_2x2`.
+
+Checks that each pair agrees, then prints milliseconds per call, median and min over rounds.
+Results: BUILD_NOTES.md (issue 6).
 """
-import time, statistics, os, jax, jax.numpy as jnp, flax.linen as nn
-from jax import lax
-from jaxdigits import fastconv
-def timeit(fn, *a, n=5):
-    jax.block_until_ready(fn(*a)); t=time.perf_counter()
-    for _ in range(n): jax.block_until_ready(fn(*a))
-    return (time.perf_counter()-t)/n
-x1 = jax.random.normal(jax.random.key(0), (128, 28, 28, 32)); x2 = jax.random.normal(jax.random.key(0), (128, 14, 14, 64))
-img = jax.random.normal(jax.random.key(0), (128, 28, 28, 1)); k1 = jax.random.normal(jax.random.key(1), (5,5,1,32))
-pool_ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-conv_ref = lambda x, k: lax.conv_general_dilated(x, k, (1,1), 'SAME', dimension_numbers=('NHWC','HWIO','NHWC'))
-cases = {
- 'pool1 ref': (jax.jit(jax.grad(lambda x: (pool_ref(x)**2).sum())), (x1,)),
- 'pool1 fast': (jax.jit(jax.grad(lambda x: (fastconv.max_pool_2x2(x)**2).sum())), (x1,)),
- 'pool2 ref': (jax.jit(jax.grad(lambda x: (pool_ref(x)**2).sum())), (x2,)),
- 'pool2 fast': (jax.jit(jax.grad(lambda x: (fastconv.max_pool_2x2(x)**2).sum())), (x2,)),
- 'conv1 ref fwd': (jax.jit(conv_ref), (img, k1)),
- 'conv1 im2col fwd': (jax.jit(fastconv.conv_im2col), (img, k1)),
- 'conv1 ref fwd+dW': (jax.jit(jax.grad(lambda k, x: (conv_ref(x, k)**2).sum())), (k1, img)),
- 'conv1 im2col fwd+dW': (jax.jit(jax.grad(lambda k, x: (fastconv.conv_im2col(x, k)**2).sum())), (k1, img)),
-}
-res = {k: [] for k in cases}
-for r in range(5):
-    for k, (f, a) in cases.items(): res[k].append(timeit(f, *a))
-print(os.popen('uptime').read().strip())
-for k, v in res.items(): print(f"{k:22s} median {statistics.median(v)*1e3:7.2f} ms  min {min(v)*1e3:7.2f}")
 
-# First conv: XLA's kernel gradient against fastconv.conv_patch_grad.
-img = jax.random.normal(jax.random.key(0), (128, 28, 28, 1)); k1 = jax.random.normal(jax.random.key(1), (5,5,1,32))
-conv_ref = lambda x, k: lax.conv_general_dilated(x, k, (1,1), 'SAME', dimension_numbers=('NHWC','HWIO','NHWC'))
-cases = {'ref': jax.jit(jax.grad(lambda k, x: (conv_ref(x, k)**2).sum())), 'patch': jax.jit(jax.grad(lambda k, x: (fastconv.conv_patch_grad(x, k)**2).sum()))}
-a, b = cases['ref'](k1, img), cases['patch'](k1, img); print('relerr', float(jnp.abs(a-b).max()/jnp.abs(a).max()))
-res = {k: [] for k in cases}
-for r in range(7):
-    for k, f in cases.items(): res[k].append(timeit(f, k1, img))
-print(os.popen('uptime').read().strip())
-for k, v in res.items(): print(f"{k:22s} median {statistics.median(v)*1e3:7.2f} ms  min {min(v)*1e3:7.2f}")
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from jaxdigits import fastconv, models
+
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Rounds; each times every case once.")
+
+
+def plain_first_layer(x, kernel, bias):
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return nn.max_pool(jax.nn.relu(y + bias), (2, 2), strides=(2, 2))
+
+
+def squares_grad(layer, argnums):
+    return jax.grad(lambda *args: (layer(*args) ** 2).sum(), argnums)
+
+
+def cases():
+    keys = jax.random.split(jax.random.key(0), 4)
+    images = jax.random.normal(keys[0], (128, 28, 28, 1))
+    kernel = jax.random.normal(keys[1], (5, 5, 1, 32)) * 0.2
+    bias = jax.random.normal(keys[2], (32,)) * 0.1
+    act = jax.random.normal(keys[3], (128, 14, 14, 64))
+    layer1 = (images, kernel, bias)
+    return {
+        "layer 1 plain": (squares_grad(plain_first_layer, (1, 2)), layer1),
+        "layer 1 conv_relu_pool": (squares_grad(fastconv.conv_relu_pool, (1, 2)), layer1),
+        "pool 2 nn.max_pool": (squares_grad(lambda a: nn.max_pool(a, (2, 2), (2, 2)), 0), (act,)),
+        "pool 2 max_pool_2x2": (squares_grad(fastconv.max_pool_2x2, 0), (act,)),
+    }
+
+
+def main(argv):
+    del argv  # Unused.
+    compiled = {name: (jax.jit(fn).lower(*args).compile(models.compiler_options()), args)
+                for name, (fn, args) in cases().items()}
+    outputs = [fn(*args) for fn, args in compiled.values()]
+    for name, a, b in [("layer 1", outputs[0], outputs[1]), ("pool 2", outputs[2], outputs[3])]:
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4 * float(jnp.abs(y).max()))
+        print(f"{name}: the two formulations agree")
+    times = {name: [] for name in compiled}
+    for _ in range(_ROUNDS.value):
+        for name, (fn, args) in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - start)
+    for name, t in times.items():
+        print(f"{name:24s} median {statistics.median(t) * 1e3:7.2f} ms  min {min(t) * 1e3:7.2f} ms")
+
+
+if __name__ == "__main__":
+    app.run(main)

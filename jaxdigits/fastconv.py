@@ -1,6 +1,7 @@
 """CPU-fast formulations of the CNN's layers, with the same math as the plain ones.
 
-Measured on XLA's CPU backend (BUILD_NOTES.md, issue 6), two layers of the seed CNN lower badly:
+Measured on XLA's CPU backend (BUILD_NOTES.md, issue 6), the seed CNN's layers lower badly in
+two places:
 
 - 2x2 max pooling. `lax.reduce_window` is fine forward, but its gradient is a select-and-scatter,
   which the CPU backend expands into a variadic reduce-window carrying four int32 index arrays
@@ -9,13 +10,14 @@ Measured on XLA's CPU backend (BUILD_NOTES.md, issue 6), two layers of the seed 
   axes) and its gradient routes each window's cotangent to the first maximal element in
   row-major order, exactly what select-and-scatter does (ties included), in elementwise code
   XLA fuses.
-- The first convolution's kernel gradient (one input channel). XLA computes it as a
-  convolution with the batch as features, at a few GFLOP/s. `conv_patch_grad` keeps XLA's
-  forward and input gradient and computes the kernel gradient as one
-  [25, b*h*w] x [b*h*w, out] matmul over the 25 shifted copies of the input.
+- The first layer (one input channel): XLA computes its kernel gradient as a convolution with
+  the batch as features, at a few GFLOP/s, and its bias, ReLU and pooling are elementwise passes
+  over the largest activation of the net, forward and backward. `conv_relu_pool` does the
+  convolution, bias, ReLU and pooling as one matmul and one pass, and the kernel gradient as one
+  more matmul.
 
 Measured and rejected (experiments/, BUILD_NOTES.md): im2col for the second convolution, in
-any of four arrangements, forward or for either gradient; XLA's own YNNPACK convolutions win.
+any of four arrangements, forward or for either gradient; XLA's own convolutions win there.
 
 Both are plain jax.numpy, so they run on every backend; `models.CNN` uses them only where they
 were measured to help (the CPU backend, `jaxdigits.models.default_cpu_layers`).
@@ -67,52 +69,66 @@ def _pool_bwd(x, g):
 _pool_even.defvjp(_pool_fwd, _pool_bwd)
 
 
-def _conv(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _windows(x, k):
+    """The (k+1)x(k+1) windows, stride 2, of x padded for a SAME kxk convolution.
+
+    [b, h, w, cin] -> [b, h // 2, w // 2, (k+1)^2 * cin]: one 2x2 pooling window of the
+    convolution's output is computed from one such window of its input.
+    """
+    b, h, w, cin = x.shape
+    ho, wo, p = h // 2, w // 2, k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    taps = [xp[:, a:a + 2 * ho - 1:2, c:c + 2 * wo - 1:2, :] for a in range(k + 1)
+            for c in range(k + 1)]
+    return jnp.concatenate(taps, axis=-1)
+
+
+def _quadrant_kernel(kernel):
+    """[k, k, cin, cout] -> [(k+1)^2 * cin, 4 * cout]: the kernel placed at each of the four
+    offsets of a 2x2 window (row-major), zero elsewhere, to multiply `_windows`."""
+    k, _, cin, cout = kernel.shape
+    placed = [jnp.pad(kernel, ((qy, 1 - qy), (qx, 1 - qx), (0, 0), (0, 0)))
+              for qy in (0, 1) for qx in (0, 1)]
+    return jnp.stack(placed, axis=3).reshape((k + 1) ** 2 * cin, 4 * cout)
 
 
 @jax.custom_vjp
-def conv_patch_grad(x, kernel):
-    """SAME, stride-1 NHWC/HWIO convolution whose kernel gradient is one matmul over patches.
+def conv_relu_pool(x, kernel, bias):
+    """`max_pool_2x2(relu(conv(x, kernel) + bias))` for a SAME, stride-1, odd kxk NHWC/HWIO kernel.
 
-    Forward and input gradient are XLA's own convolutions; the kernel gradient is
-    [kh*kw, b*h*w] patches x [b*h*w, cout] for each input channel, which beats XLA's
-    kernel-gradient convolution where `cin` is small (the first layer, cin = 1).
+    Computed as one matmul: the (k+1)x(k+1) input window under each pooling window times the
+    kernel placed at its four offsets gives the four convolution outputs of that window, which
+    are pooled before the bias and ReLU (both monotone, so the value is the same). Nothing of
+    the full-size activation is written but that matmul's output; the gradient sends each
+    window's cotangent to its first maximal output (as select-and-scatter does) and gets the
+    kernel's gradient as one more matmul. Meant for the first layer, where cin is 1: the windows
+    are then (k+1)^2 / k^2 the work of the convolution's own patches (1.44x for 5x5).
     """
-    return _conv(x, kernel)
+    return _crp_fwd(x, kernel, bias)[0]
 
 
-def _conv_fwd(x, kernel):
-    return _conv(x, kernel), (x, kernel)
-
-
-def _conv_bwd(res, g):
-    x, kernel = res
-    kh, kw, cin, cout = kernel.shape
+def _crp_fwd(x, kernel, bias):
+    k, _, cin, cout = kernel.shape
     b, h, w, _ = x.shape
-    _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel), x)
-    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    patches = jnp.stack([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)])
-    patches = patches.reshape(kh * kw, b * h * w, cin)  # [taps, n, cin]
-    dk = jnp.einsum("tnc,no->tco", patches, g.reshape(b * h * w, cout))  # [taps, cin, cout]
-    return input_vjp(g)[0], dk.reshape(kh, kw, cin, cout)
+    windows = _windows(x, k)
+    z = (windows.reshape(-1, windows.shape[-1]) @ _quadrant_kernel(kernel)).reshape(-1, 4, cout)
+    first_max = jnp.argmax(z, axis=1).astype(jnp.int8)  # [n, cout]: which of the four
+    out = jnp.maximum(z.max(axis=1) + bias, 0.0)
+    return out.reshape(b, h // 2, w // 2, cout), (x, windows, first_max, out, kernel)
 
 
-conv_patch_grad.defvjp(_conv_fwd, _conv_bwd)
+def _crp_bwd(res, g):
+    x, windows, first_max, out, kernel = res
+    k, _, cin, cout = kernel.shape
+    g = jnp.where(out > 0, g.reshape(out.shape), 0.0)  # Through the ReLU: [n, cout]
+    dz = jnp.stack([jnp.where(first_max == q, g, 0.0) for q in range(4)], axis=1)
+    dz = dz.reshape(-1, 4 * cout)  # Through the pooling.
+    dw = (windows.reshape(dz.shape[0], -1).T @ dz).reshape(k + 1, k + 1, cin, 4, cout)
+    dkernel = sum(dw[qy:qy + k, qx:qx + k, :, 2 * qy + qx] for qy in (0, 1) for qx in (0, 1))
+    # The input's gradient (XLA drops it for the first layer, whose input is the data).
+    _, windows_vjp = jax.vjp(lambda x_: _windows(x_, k), x)
+    dx = windows_vjp((dz @ _quadrant_kernel(kernel).T).reshape(windows.shape))[0]
+    return dx, dkernel, g.sum(axis=0)
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None):
-    """`lax.conv_general_dilated`'s signature (what flax's `nn.Conv` calls), routing the plain
-    SAME, stride-1, NHWC case with one input channel to `conv_patch_grad`."""
-    plain = (tuple(window_strides) == (1, 1) and padding == "SAME" and lhs.shape[-1] == 1
-             and not any(d not in (None, (1, 1)) for d in (lhs_dilation, rhs_dilation))
-             and feature_group_count == 1 and precision is None and rhs.shape[0] % 2 == 1
-             and rhs.shape[1] % 2 == 1 and dimension_numbers == jax.lax.conv_dimension_numbers(
-                 lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
-    if plain:
-        return conv_patch_grad(lhs, rhs)
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                        rhs_dilation, dimension_numbers, feature_group_count,
-                                        precision=precision)
+conv_relu_pool.defvjp(_crp_fwd, _crp_bwd)

@@ -42,6 +42,20 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+class ConvReluPool(nn.Module):
+    """`nn.Conv` (SAME) - ReLU - 2x2 max pooling as `fastconv.conv_relu_pool`: nn.Conv's
+    parameters (names, shapes, initialisers), one fused layer on CPU."""
+    features: int
+    size: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.size, self.size, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return fastconv.conv_relu_pool(x, kernel, bias)
+
+
 class CNN(nn.Module):
     """conv 5x5x32 - ReLU - maxpool 2 - conv 5x5x64 - ReLU - maxpool 2 - dense 128 - ReLU - dense."""
     features: Sequence[int] = (32, 64)
@@ -53,9 +67,11 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        for width, size in zip(self.features, self.kernels, strict=True):
-            conv = fastconv.conv_general_dilated if self.cpu_layers else None
-            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", conv_general_dilated=conv)(x))
+        for i, (width, size) in enumerate(zip(self.features, self.kernels, strict=True)):
+            if self.cpu_layers and x.shape[-1] == 1:  # The first layer, on grey images.
+                x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # [b, h/2, w/2, width]
+                continue
+            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}")(x))
             if self.cpu_layers:
                 x = fastconv.max_pool_2x2(x)  # [b, h/2, w/2, width]
             else:

@@ -42,24 +42,39 @@ def test_max_pool_gradient_on_ties_goes_to_the_first_maximum_like_select_and_sca
                                                      [3, 0, 4, 0], [0, 0, 0, 0]])
 
 
-@pytest.mark.parametrize("cin", [1, 3])
-def test_conv_patch_grad_equals_the_plain_convolution(cin):
-    x = jax.random.normal(jax.random.key(0), (4, 10, 12, cin))
-    kernel = jax.random.normal(jax.random.key(1), (5, 5, cin, 6))
-    g = jax.random.normal(jax.random.key(2), (4, 10, 12, 6))
-    y, vjp = jax.vjp(fastconv.conv_patch_grad, x, kernel)
-    y_ref, vjp_ref = jax.vjp(_plain_conv, x, kernel)
-    np.testing.assert_array_equal(y, y_ref)  # Forward is the same XLA convolution.
-    for a, b in zip(vjp(g), vjp_ref(g)):
+def _plain_conv_relu_pool(x, kernel, bias):
+    return _plain_pool(jax.nn.relu(_plain_conv(x, kernel) + bias))
+
+
+@pytest.mark.parametrize("shape, size", [((4, 10, 12, 1), 5), ((3, 28, 28, 1), 3),
+                                         ((2, 7, 9, 1), 5), ((2, 8, 6, 3), 3)])
+def test_conv_relu_pool_equals_the_plain_layers_value_and_gradients(shape, size):
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (size, size, shape[-1], 6)) * 0.3
+    bias = jax.random.normal(jax.random.key(2), (6,)) * 0.3
+    y, vjp = jax.vjp(fastconv.conv_relu_pool, x, kernel, bias)
+    y_ref, vjp_ref = jax.vjp(_plain_conv_relu_pool, x, kernel, bias)
+    assert y.shape == y_ref.shape == (shape[0], shape[1] // 2, shape[2] // 2, 6)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    assert 0 < float((y > 0).mean()) < 1  # Both sides of the ReLU are exercised.
+    g = jax.random.normal(jax.random.key(3), y.shape)
+    for a, b in zip(vjp(g), vjp_ref(g)):  # Input, kernel and bias gradients.
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
 
 
-def test_flax_conv_falls_back_outside_the_fast_case():
-    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 2))
-    for conv in [nn.Conv(3, (3, 3), strides=2), nn.Conv(3, (3, 3), padding="VALID"), nn.Conv(3, (3, 3))]:
-        fast = conv.clone(conv_general_dilated=fastconv.conv_general_dilated)
-        params = conv.init(jax.random.key(1), x)
-        np.testing.assert_array_equal(fast.apply(params, x), conv.apply(params, x))
+def test_conv_relu_pool_ties_and_dead_units_match_the_plain_layers_exactly():
+    # A constant image and kernel: every inner window holds four equal sums (ties go to the
+    # first), and the second channel's bias keeps it below zero everywhere (no gradient).
+    x = jnp.ones((1, 6, 6, 1))
+    kernel = jnp.ones((3, 3, 1, 2))
+    bias = jnp.array([0.5, -20.0])
+    g = jnp.arange(1.0, 19.0).reshape(1, 3, 3, 2)
+    y, vjp = jax.vjp(fastconv.conv_relu_pool, x, kernel, bias)
+    y_ref, vjp_ref = jax.vjp(_plain_conv_relu_pool, x, kernel, bias)
+    np.testing.assert_array_equal(y, y_ref)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_array_equal(a, b)
+    assert float(vjp(g)[2][1]) == 0.0
 
 
 def test_cnn_fast_and_plain_layers_agree_in_logits_and_gradients():
