@@ -101,8 +101,8 @@ def conv_relu_pool(x, kernel, bias):
     are pooled before the bias and ReLU (both monotone, so the value is the same). Nothing of
     the full-size activation is written but that matmul's output; the gradient sends each
     window's cotangent to its first maximal output (as select-and-scatter does) and gets the
-    kernel's gradient as one more matmul. Meant for the first layer, where cin is 1: the windows
-    are then (k+1)^2 / k^2 the work of the convolution's own patches (1.44x for 5x5).
+    kernel's gradient as one more matmul. Meant for the first layer: the matmul does (k+1)^2 / k^2
+    the multiply-adds of the convolution (1.44x for 5x5), cheap only where cin is small.
     """
     return _crp_fwd(x, kernel, bias)[0]
 

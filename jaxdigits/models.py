@@ -68,7 +68,7 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         for i, (width, size) in enumerate(zip(self.features, self.kernels, strict=True)):
-            if self.cpu_layers and x.shape[-1] == 1:  # The first layer, on grey images.
+            if self.cpu_layers and x.shape[-1] == 1 and size % 2:  # The first layer, grey images.
                 x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # [b, h/2, w/2, width]
                 continue
             x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}")(x))

@@ -1,4 +1,5 @@
-"""Smoke tests of the nine experiments in experiments/: tiny flags, real assertions on results.json.
+"""Smoke tests of the nine experiments in experiments/: tiny flags, real assertions on results.json;
+and a check that the measurement scripts there call only what jaxdigits has.
 
 Each test calls the experiment's `run(workdir, ...)` in-process (what `main` calls after parsing
 its flags), then checks the JSON it wrote and that every PNG it promised is a real, non-blank image.
@@ -165,3 +166,29 @@ def test_experiment_command_line(tmp_path):
                   timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().endswith("--steps must be positive, got 0.")
     assert "Traceback" not in bad.stderr
+
+
+def test_measurement_scripts_name_only_what_jaxdigits_has():
+    """The speed scripts in experiments/ are run by hand, not here; a renamed or removed jaxdigits
+    function must still fail a test (one script once called a function removed since)."""
+    import ast
+    import importlib
+
+    checked = 0
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        modules = {}  # local name -> jaxdigits module it was imported as
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "jaxdigits":
+                modules.update({a.asname or a.name: f"jaxdigits.{a.name}" for a in node.names})
+            elif isinstance(node, ast.Import):
+                modules.update({a.asname or a.name: a.name for a in node.names
+                                if a.name.startswith("jaxdigits.") and a.asname})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules):
+                module = importlib.import_module(modules[node.value.id])
+                assert hasattr(module, node.attr), \
+                    f"{path.name}:{node.lineno}: {modules[node.value.id]} has no {node.attr!r}"
+                checked += 1
+    assert checked > 50  # The scripts do use jaxdigits this way.
