@@ -114,3 +114,23 @@ def test_export_for_several_platforms(tiny_run, exported_model, mnist):
     np.testing.assert_array_equal(both.predict(images), reference.predict(images))
     with pytest.raises(predictor.ModelError, match="exported for cuda, not cpu; export it with --platforms=cpu"):
         predictor.from_parts(manifest, export.export_program(setup, params, ("cuda",)), reference.params)
+
+
+@pytest.mark.parametrize("layers", ["fast", "plain"])
+def test_exported_cnn_gives_the_models_outputs_at_any_batch_size(layers, mnist):
+    """The CNN's program (on CPU its first layer is fastconv.conv_relu_pool, whose reshapes must
+    hold for a symbolic batch) gives model.apply's logits."""
+    import jax
+
+    from jaxdigits.config import Config
+
+    setup = train.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.13, 0.31)
+    params = setup.model.init(jax.random.key(0), (28, 28, 1))
+    manifest = {"format": predictor.FORMAT, "input": {"shape": ["b", 28, 28, 1]}}
+    model = predictor.from_parts(manifest, export.export_program(setup, params),
+                                 jax.tree.leaves(params))
+    images = mnist.test_images[:5]
+    expected = np.asarray(setup.model.apply(params, train.normalise(images, 0.13, 0.31)))
+    for batch in (1, 5):
+        out = model.outputs(images[:batch].astype(np.float32) / 255.0)
+        np.testing.assert_allclose(out["logits"], expected[:batch], rtol=1e-5, atol=1e-5)
