@@ -147,10 +147,8 @@ def main(argv):
     ratios = {}
     for name in results:
         model = name.split()[1]
-        peer = f"torch {model}"
-        for other in (peer, "jaxdigits cnn baseline"):
-            if name.startswith("jaxdigits") and other in results and model in other \
-                    and name != other:
+        for other in (f"torch {model}", f"jaxdigits {model} baseline"):
+            if name.startswith("jaxdigits") and name != other and other in results:
                 ratios[f"{name} / {other}"] = [a["seconds"] / b["seconds"]
                                                for a, b in zip(results[name], results[other])]
     if "jaxdigits mlp" in results:

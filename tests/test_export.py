@@ -5,11 +5,13 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
 from jaxdigits import evaluate, export, predictor, train
+from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 
@@ -120,10 +122,6 @@ def test_export_for_several_platforms(tiny_run, exported_model, mnist):
 def test_exported_cnn_gives_the_models_outputs_at_any_batch_size(layers, mnist):
     """The CNN's program (on CPU its first layer is fastconv.conv_relu_pool, whose reshapes must
     hold for a symbolic batch) gives model.apply's logits."""
-    import jax
-
-    from jaxdigits.config import Config
-
     setup = train.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.13, 0.31)
     params = setup.model.init(jax.random.key(0), (28, 28, 1))
     manifest = {"format": predictor.FORMAT, "input": {"shape": ["b", 28, 28, 1]}}
