@@ -60,8 +60,10 @@ class Config:
                              "(jaxdigits.fastconv) or plain; same math either way.")
     members: str = _f("auto", "How the members of --num_models/--sweep share each step: auto (loop "
                               "for conv nets on CPU, vmap otherwise), loop or vmap; same math.")
-    cpu_conv: str = _f("auto", "Convolution kernels on XLA's CPU backend: auto (eigen), eigen "
-                               "(XLA's own) or ynnpack (XLA's default); ignored on GPU and TPU.")
+    cpu_conv: str = _f("auto", "Convolution kernels on the CPU backend: auto (onednn where "
+                               "installed, else eigen), onednn (XLA's Eigen forward, oneDNN's "
+                               "gradients), eigen (XLA's own) or ynnpack (XLA's default); "
+                               "ignored on GPU and TPU.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -81,7 +83,7 @@ class Config:
 DRIVERS = ("auto", "step", "unroll", "scan")
 LAYERS = ("auto", "fast", "plain")
 MEMBERS = ("auto", "loop", "vmap")
-CPU_CONVS = ("auto", "eigen", "ynnpack")
+CPU_CONVS = ("auto", "onednn", "eigen", "ynnpack")
 
 # What `python -m jaxdigits.train --model=NAME` uses for flags not given on the command line,
 # where the shared defaults above are not the best choice for that model (measured: README).

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdigits import fastconv
+from jaxdigits import fastconv, onednn
 from jaxdigits.errors import UserError
 
 
@@ -64,6 +64,7 @@ class CNN(nn.Module):
     num_classes: int = 10
     dropout: float = 0.0
     cpu_layers: bool = False  # jaxdigits.fastconv's formulations: same math, faster on XLA:CPU.
+    onednn: bool = False  # Later convolutions' gradients in oneDNN (jaxdigits.onednn; CPU only).
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -71,7 +72,9 @@ class CNN(nn.Module):
             if self.cpu_layers and x.shape[-1] == 1 and size % 2:  # The first layer, grey images.
                 x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # [b, h/2, w/2, width]
                 continue
-            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}")(x))
+            hook = onednn.conv_general_dilated if self.onednn else None  # None: lax's.
+            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}",
+                                conv_general_dilated=hook)(x))
             if self.cpu_layers:
                 x = fastconv.max_pool_2x2(x)  # [b, h/2, w/2, width]
             else:
@@ -94,14 +97,40 @@ def default_cpu_layers() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def cpu_conv_choice(cpu_conv: str = "auto") -> str:
+    """`--cpu_conv` resolved: "onednn", "eigen" or "ynnpack" on the CPU backend, "" elsewhere.
+
+    "auto" is "onednn" where `jaxdigits.onednn` can be used (the `onednn` extra installed and a
+    C++ compiler present) and "eigen" otherwise; an explicit "onednn" that cannot be used is a
+    UserError saying why.
+    """
+    if jax.default_backend() != "cpu":
+        return ""
+    if cpu_conv in ("auto", "onednn"):
+        reason = onednn.unavailable()
+        if reason is None:
+            return "onednn"
+        if cpu_conv == "onednn":
+            raise UserError(f"--cpu_conv=onednn: {reason}; use --cpu_conv=eigen.")
+        return "eigen"
+    return cpu_conv
+
+
+def onednn_grads(model: str, cpu_conv: str = "auto") -> bool:
+    """Whether `model`'s convolutions (the CNNs' after the first) get oneDNN's gradients under
+    `--cpu_conv` (see `cpu_conv_choice`); other models never look for oneDNN."""
+    return model.startswith("cnn") and cpu_conv_choice(cpu_conv) == "onednn"
+
+
 def compiler_options(cpu_conv: str = "auto") -> dict:
     """XLA compile options for the programs that train and score a model (`--cpu_conv`).
 
-    XLA's CPU backend hands convolutions, dots and reductions to YNNPACK by default. "eigen", what
-    "auto" picks, keeps the dots and reductions there but leaves convolutions to XLA's own Eigen
+    XLA's CPU backend hands convolutions, dots and reductions to YNNPACK by default. "eigen" and
+    "onednn" keep the dots and reductions there but leave convolutions to XLA's own Eigen
     kernels: the seed CNN's train step is 1.9x faster on the Intel Xeon measured, the MLP's and
-    cnn_tiny's steps unchanged (BUILD_NOTES.md, issue 6). "ynnpack" keeps XLA's default. GPU and
-    TPU: no options.
+    cnn_tiny's steps unchanged (BUILD_NOTES.md, issue 6); "onednn" also sends the CNN's later
+    convolutions' gradients to oneDNN (`make_model(onednn_grads=True)`). "ynnpack" keeps XLA's default.
+    GPU and TPU: no options.
     """
     if jax.default_backend() != "cpu" or cpu_conv == "ynnpack":
         return {}
@@ -110,20 +139,18 @@ def compiler_options(cpu_conv: str = "auto") -> dict:
 
 
 def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
-            cpu_layers: bool) -> nn.Module:
+            cpu_layers: bool, onednn_grads: bool) -> nn.Module:
     if name == "linear":
         return Linear(num_classes)
     if name == "mlp":
         return MLP(tuple(hidden) or (512,), num_classes, dropout)
+    cnn = dict(num_classes=num_classes, dropout=dropout, cpu_layers=cpu_layers, onednn=onednn_grads)
     if name == "cnn":
-        return CNN(num_classes=num_classes, hidden=hidden[0] if hidden else 128, dropout=dropout,
-                   cpu_layers=cpu_layers)
+        return CNN(hidden=hidden[0] if hidden else 128, **cnn)
     if name == "cnn_small":  # The seed CNN's layout with a quarter of its work.
-        return CNN(features=(16, 32), num_classes=num_classes, hidden=hidden[0] if hidden else 128,
-                   dropout=dropout, cpu_layers=cpu_layers)
+        return CNN(features=(16, 32), hidden=hidden[0] if hidden else 128, **cnn)
     if name == "cnn_tiny":  # The speedrun's net (jaxdigits.recipes): 3x3 convolutions, dense 256.
-        return CNN(features=(16, 32), kernels=(3, 3), num_classes=num_classes,
-                   hidden=hidden[0] if hidden else 256, dropout=dropout, cpu_layers=cpu_layers)
+        return CNN(features=(16, 32), kernels=(3, 3), hidden=hidden[0] if hidden else 256, **cnn)
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
 
 
@@ -131,15 +158,17 @@ MODELS = ("linear", "mlp", "cnn", "cnn_small", "cnn_tiny")
 
 
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
-               dropout: float = 0.0, cpu_layers: bool | None = None) -> Model:
+               dropout: float = 0.0, cpu_layers: bool | None = None,
+               onednn_grads: bool = False) -> Model:
     """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width.
 
-    `cpu_layers` (default: `default_cpu_layers()`) picks the CNN's CPU-fast formulations; the
-    parameters and the math are the same either way.
+    `cpu_layers` (default: `default_cpu_layers()`) picks the CNN's CPU-fast formulations;
+    `onednn_grads` (CPU only; see `cpu_conv_choice`) computes the gradients of the CNN's later
+    convolutions in oneDNN. The parameters and the math are the same either way.
     """
     if cpu_layers is None:
         cpu_layers = default_cpu_layers()
-    module = _module(name, num_classes, hidden, dropout, cpu_layers)
+    module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads)
 
     def init(key, image_shape):
         dummy = jnp.zeros((1, *image_shape), jnp.float32)

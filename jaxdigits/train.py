@@ -56,10 +56,12 @@ def normalise(images, mean, std):
 
 
 def make_config_model(config: Config, num_classes: int) -> models.Model:
-    """The model a config names, with its --layers choice (auto: fast on CPU, plain elsewhere)."""
+    """The model a config names, with its --layers choice (auto: fast on CPU, plain elsewhere)
+    and its --cpu_conv choice (oneDNN's gradients or XLA's)."""
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
                              dropout=config.dropout,
-                             cpu_layers=None if config.layers == "auto" else config.layers == "fast")
+                             cpu_layers=None if config.layers == "auto" else config.layers == "fast",
+                             onednn_grads=models.onednn_grads(config.model, config.cpu_conv))
 
 
 def compiler_options(setup: Setup) -> dict:

@@ -62,7 +62,7 @@ def test_json_round_trip_and_foreign_fields():
     ({"augment_rotate": 200.0}, "--augment_rotate must be in [0, 180] degrees"),
     ({"augment_scale": 1.0}, "--augment_scale must be in [0, 1)"),
     ({"members": "pmap"}, "unknown --members 'pmap'; choose one of auto, loop, vmap"),
-    ({"cpu_conv": "onednn"}, "unknown --cpu_conv 'onednn'; choose one of auto, eigen, ynnpack"),
+    ({"cpu_conv": "mkl"}, "unknown --cpu_conv 'mkl'; choose one of auto, onednn, eigen, ynnpack"),
 ])
 def test_impossible_values_are_refused(change, message):
     with pytest.raises(UserError, match=message.replace("[", "\\[").replace(")", "\\)")):

@@ -1,0 +1,151 @@
+"""oneDNN's convolution gradients (jaxdigits.onednn, --cpu_conv=onednn) against lax's."""
+
+import concurrent.futures
+import hashlib
+import platform
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdigits import models, onednn, train
+from jaxdigits.config import Config
+from jaxdigits.errors import UserError
+
+# The `onednn` extra has wheels for Linux x86-64 only; there (CI included) these tests must pass.
+needs_onednn = pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64"),
+    reason="oneDNN's PyPI wheels are for Linux x86-64 only")
+
+
+def _lax_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _vjp(conv, x, kernel, dy):
+    y, vjp = jax.vjp(conv, x, kernel)
+    return (y, *vjp(dy))
+
+
+@needs_onednn
+def test_onednn_is_ready_here():
+    assert onednn.unavailable() is None
+    assert models.cpu_conv_choice("auto") == models.cpu_conv_choice("onednn") == "onednn"
+
+
+@needs_onednn
+@pytest.mark.parametrize("n, h, w, cin, cout, k", [
+    (16, 14, 14, 32, 64, 5),  # The seed CNN's second layer, fewer images.
+    (3, 7, 9, 5, 7, 3),  # Odd sizes, a 3x3 kernel (cnn_tiny's).
+    (2, 6, 5, 1, 4, 7),  # One input channel, a kernel wider than the image.
+])
+def test_gradients_equal_lax(n, h, w, cin, cout, k):
+    keys = jax.random.split(jax.random.key(k), 3)
+    x = jax.random.normal(keys[0], (n, h, w, cin))
+    kernel = jax.random.normal(keys[1], (k, k, cin, cout)) * 0.1
+    dy = jax.random.normal(keys[2], (n, h, w, cout))
+    expected = jax.jit(lambda *a: _vjp(_lax_conv, *a))(x, kernel, dy)
+    got = jax.jit(lambda *a: _vjp(onednn.conv, *a))(x, kernel, dy)
+    np.testing.assert_array_equal(got[0], expected[0])  # The forward is lax's own.
+    for g, e in zip(got[1:], expected[1:]):  # dx, dkernel: float32 rounding apart.
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.abs(e).max()))
+
+
+@needs_onednn
+def test_custom_calls_are_in_the_program_repeat_bit_for_bit_even_concurrently_and_vmap():
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 6))
+    kernels = jax.random.normal(jax.random.key(1), (3, 5, 5, 6, 8)) * 0.1  # 3 models.
+    loss = lambda kernel, x: (onednn.conv(x, kernel) ** 2).sum()
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    hlo = grad.lower(kernels[0], x).compile().as_text()
+    assert all(target in hlo for target in onednn.TARGETS)
+    digest = lambda tree: hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in tree)).digest()
+    first = digest(grad(kernels[0], x))
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:  # Calls at once: still the same bits.
+        assert set(pool.map(lambda _: digest(grad(kernels[0], x)), range(24))) == {first}
+    per_model = [grad(kernel, x) for kernel in kernels]
+    vmapped = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None)))(kernels, x)
+    for i, (dk, dx) in enumerate(per_model):  # vmap batches lax's forward: other rounding.
+        np.testing.assert_allclose(vmapped[0][i], dk, rtol=1e-5, atol=1e-5 * float(abs(dk).max()))
+        np.testing.assert_allclose(vmapped[1][i], dx, rtol=1e-5, atol=1e-5 * float(abs(dx).max()))
+
+
+@needs_onednn
+@pytest.mark.parametrize("strides, padding, groups", [
+    ((2, 2), "SAME", 1), ((1, 1), "VALID", 1), ((1, 1), ((1, 1), (2, 2)), 1), ((1, 1), "SAME", 2)])
+def test_other_convolutions_stay_with_lax(strides, padding, groups):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+    kernel = jax.random.normal(jax.random.key(1), (5, 5, 4 // groups, 6))
+    args = (x, kernel, strides, padding)
+    kw = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    f = lambda conv: jax.jit(jax.grad(lambda x, k: (conv(x, k, *args[2:], **kw) ** 2).sum()))
+    hlo = f(onednn.conv_general_dilated).lower(x, kernel).compile().as_text()
+    assert not any(target in hlo for target in onednn.TARGETS)
+    np.testing.assert_array_equal(f(onednn.conv_general_dilated)(x, kernel),
+                                  f(jax.lax.conv_general_dilated)(x, kernel))
+
+
+@needs_onednn
+def test_cnn_trains_the_same_with_onednn_gradients():
+    """The seed CNN, two momentum steps, --cpu_conv=onednn against eigen: same parameters to
+    float tolerance, one compile, and only conv2's gradients leave XLA."""
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(64, dtype=np.int32) % 10
+
+    def run(cpu_conv):
+        config = Config(model="cnn", batch_size=32, optimizer="momentum", learning_rate=0.05,
+                        schedule="constant", cpu_conv=cpu_conv)
+        setup = train.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
+        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
+        run_chunk = train.make_chunk_runner(setup, "unroll")
+        args = (state, acc, train.to_device(images, labels), jnp.arange(64, dtype=jnp.int32), 0,
+                jax.random.key(1))
+        hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
+        state = run_chunk(*args, num_steps=2)[0]
+        assert run_chunk._cache_size() == 1
+        return state, hlo
+
+    (fast, fast_hlo), (eigen, eigen_hlo) = run("onednn"), run("eigen")
+    assert fast_hlo.count(f'custom_call_target="{onednn.TARGETS[0]}"') == 2  # conv2, 2 steps.
+    assert not any(target in eigen_hlo for target in onednn.TARGETS)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 fast.params, eigen.params)
+
+
+def test_without_onednn_auto_falls_back_and_onednn_says_why(monkeypatch):
+    monkeypatch.setattr(onednn, "unavailable", lambda: "oneDNN gradients unavailable: no g++")
+    on_cpu = jax.default_backend() == "cpu"
+    assert models.cpu_conv_choice("auto") == ("eigen" if on_cpu else "")
+    assert not models.onednn_grads("cnn", "auto")
+    if on_cpu:
+        with pytest.raises(UserError, match=r"^--cpu_conv=onednn: oneDNN gradients unavailable: "
+                                            r"no g\+\+; use --cpu_conv=eigen\.$"):
+            models.cpu_conv_choice("onednn")
+    assert not models.onednn_grads("mlp", "auto")  # Never asked for models without convolutions.
+
+
+def test_library_build_reports_a_missing_compiler_or_onednn(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler '.*no-such-g\+\+' to build onednn_conv\.cc"):
+        onednn._library()
+    monkeypatch.setenv("CXX", sys.executable)  # Exists; the oneDNN headers do not, below.
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r'oneDNN is not installed here \(pip install -e '):
+        onednn._library()
+
+
+@needs_onednn
+def test_library_is_built_atomically_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXDIGITS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # A compiler that fails: nothing is left behind.
+    with pytest.raises(RuntimeError, match=r"building onednn_conv.cc failed \(no output\)"):
+        onednn._library()
+    assert list(tmp_path.glob("onednn/*")) == list(tmp_path.glob("onednn/.*")) == []
+    monkeypatch.delenv("CXX")
+    path = onednn._library()
+    assert [p.name for p in (tmp_path / "onednn").iterdir()] == [path.name]
+    built = path.stat().st_mtime_ns
+    assert onednn._library() == path and path.stat().st_mtime_ns == built  # Cached.
