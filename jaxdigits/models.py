@@ -64,7 +64,7 @@ class CNN(nn.Module):
     num_classes: int = 10
     dropout: float = 0.0
     cpu_layers: bool = False  # jaxdigits.fastconv's formulations: same math, faster on XLA:CPU.
-    onednn: bool = False  # Later convolutions' gradients in oneDNN (jaxdigits.onednn; CPU only).
+    onednn_grads: bool = False  # Later convolutions' gradients in oneDNN (jaxdigits.onednn; CPU).
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -72,7 +72,7 @@ class CNN(nn.Module):
             if self.cpu_layers and x.shape[-1] == 1 and size % 2:  # The first layer, grey images.
                 x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # [b, h/2, w/2, width]
                 continue
-            hook = onednn.conv_general_dilated if self.onednn else None  # None: lax's.
+            hook = onednn.conv_general_dilated if self.onednn_grads else None  # None: lax's.
             x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}",
                                 conv_general_dilated=hook)(x))
             if self.cpu_layers:
@@ -129,8 +129,8 @@ def compiler_options(cpu_conv: str = "auto") -> dict:
     "onednn" keep the dots and reductions there but leave convolutions to XLA's own Eigen
     kernels: the seed CNN's train step is 1.9x faster on the Intel Xeon measured, the MLP's and
     cnn_tiny's steps unchanged (BUILD_NOTES.md, issue 6); "onednn" also sends the CNN's later
-    convolutions' gradients to oneDNN (`make_model(onednn_grads=True)`). "ynnpack" keeps XLA's default.
-    GPU and TPU: no options.
+    convolutions' gradients to oneDNN (`make_model(onednn_grads=True)`). "ynnpack" keeps XLA's
+    default. GPU and TPU: no options.
     """
     if jax.default_backend() != "cpu" or cpu_conv == "ynnpack":
         return {}
@@ -144,7 +144,8 @@ def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
         return Linear(num_classes)
     if name == "mlp":
         return MLP(tuple(hidden) or (512,), num_classes, dropout)
-    cnn = dict(num_classes=num_classes, dropout=dropout, cpu_layers=cpu_layers, onednn=onednn_grads)
+    cnn = dict(num_classes=num_classes, dropout=dropout, cpu_layers=cpu_layers,
+               onednn_grads=onednn_grads)
     if name == "cnn":
         return CNN(hidden=hidden[0] if hidden else 128, **cnn)
     if name == "cnn_small":  # The seed CNN's layout with a quarter of its work.

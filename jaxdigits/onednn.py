@@ -67,7 +67,7 @@ def _library() -> pathlib.Path:
 
 @functools.cache
 def unavailable() -> str | None:
-    """None once the oneDNN handlers are built, loaded and registered; else why not, one sentence."""
+    """None once the oneDNN handlers are built, loaded and registered; else why not (a sentence)."""
     if jax.default_backend() != "cpu":
         return "oneDNN gradients are for the CPU backend only"
     try:

@@ -1,6 +1,6 @@
 // The two gradients of a stride-1, SAME, odd-kernel NHWC/HWIO float32 convolution, computed by
 // oneDNN, as XLA FFI handlers for the CPU backend. jaxdigits/onednn.py builds this file on first
-// use and registers the handlers; jaxdigits/fastconv.py calls them from a custom_vjp.
+// use, registers the handlers and calls them from a custom_vjp.
 //
 // conv_backward_weights(x [n, h, w, cin], dy [n, h, w, cout]) -> dw [k, k, cin, cout]
 // conv_backward_data(dy [n, h, w, cout], w [k, k, cin, cout]) -> dx [n, h, w, cin]
@@ -40,7 +40,8 @@ Descs MakeDescs(const Dims& d) {
   auto [n, h, w, cin, cout, k] = d;
   using tag = memory::format_tag;
   auto f32 = memory::data_type::f32;
-  Descs s{memory::desc({n, cin, h, w}, f32, tag::nhwc), memory::desc({n, cout, h, w}, f32, tag::nhwc),
+  Descs s{memory::desc({n, cin, h, w}, f32, tag::nhwc),
+          memory::desc({n, cout, h, w}, f32, tag::nhwc),
           memory::desc({cout, cin, k, k}, f32, tag::hwio), {1, 1}, {k / 2, k / 2}, {}};
   memory::desc w_any({cout, cin, k, k}, f32, tag::any);
   s.forward = dnnl::convolution_forward::primitive_desc(

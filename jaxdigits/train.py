@@ -60,7 +60,8 @@ def make_config_model(config: Config, num_classes: int) -> models.Model:
     and its --cpu_conv choice (oneDNN's gradients or XLA's)."""
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
                              dropout=config.dropout,
-                             cpu_layers=None if config.layers == "auto" else config.layers == "fast",
+                             cpu_layers=None if config.layers == "auto"
+                             else config.layers == "fast",
                              onednn_grads=models.onednn_grads(config.model, config.cpu_conv))
 
 

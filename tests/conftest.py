@@ -53,3 +53,28 @@ def exported_model(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "model"
     export.write_model(out, *export.export_run(tiny_run[0]))
     return out
+
+
+def train_cnn_two_steps(cpu_conv: str):
+    """(state, compiled HLO text) after two momentum steps of the seed CNN on 64 random images
+    with `--cpu_conv=cpu_conv`, asserting that the step compiled once."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdigits import train
+    from jaxdigits.config import Config
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(64, dtype=np.int32) % 10
+    config = Config(model="cnn", batch_size=32, optimizer="momentum", learning_rate=0.05,
+                    schedule="constant", cpu_conv=cpu_conv)
+    setup = train.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
+    state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
+    run_chunk = train.make_chunk_runner(setup, "unroll")
+    args = (state, acc, train.to_device(images, labels), jnp.arange(64, dtype=jnp.int32), 0,
+            jax.random.key(1))
+    hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
+    state = run_chunk(*args, num_steps=2)[0]
+    assert run_chunk._cache_size() == 1
+    return state, hlo

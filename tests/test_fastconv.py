@@ -11,6 +11,7 @@ import pytest
 
 from jaxdigits import fastconv, models, recipes, train
 from jaxdigits.config import Config
+from conftest import train_cnn_two_steps
 
 
 def _plain_conv(x, kernel):
@@ -147,23 +148,10 @@ def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
 
 
 def test_cpu_conv_picks_xla_cpu_kernels_and_keeps_the_math():
-    """--cpu_conv=auto (eigen on CPU) takes the convolutions of the training program from YNNPACK;
+    """--cpu_conv=eigen (and auto) takes the convolutions of the training program from YNNPACK;
     ynnpack keeps them; the trained parameters agree to float tolerance (BUILD_NOTES.md, issue 6)."""
-    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
-    labels = np.arange(64, dtype=np.int32) % 10
-
-    def run(cpu_conv):
-        config = Config(model="cnn", batch_size=32, optimizer="momentum", learning_rate=0.05,
-                        schedule="constant", cpu_conv=cpu_conv)
-        setup = train.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
-        data = train.to_device(images, labels)
-        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
-        run_chunk = train.make_chunk_runner(setup, "unroll")
-        args = (state, acc, data, jnp.arange(64, dtype=jnp.int32), 0, jax.random.key(1))
-        hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
-        return run_chunk(*args, num_steps=2)[0], hlo
-
-    (auto, auto_hlo), (ynnpack, ynnpack_hlo) = run("auto"), run("ynnpack")
+    (auto, auto_hlo), (ynnpack, ynnpack_hlo) = train_cnn_two_steps("eigen"), \
+        train_cnn_two_steps("ynnpack")
     on_cpu = jax.default_backend() == "cpu"
     assert models.compiler_options("auto") == models.compiler_options("eigen") \
         == ({"xla_cpu_experimental_ynn_fusion_type":

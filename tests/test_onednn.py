@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import models, onednn, train
-from jaxdigits.config import Config
+from jaxdigits import models, onednn
 from jaxdigits.errors import UserError
+from conftest import train_cnn_two_steps
 
 # The `onednn` extra has wheels for Linux x86-64 only; there (CI included) these tests must pass.
 needs_onednn = pytest.mark.skipif(
@@ -92,23 +92,8 @@ def test_other_convolutions_stay_with_lax(strides, padding, groups):
 def test_cnn_trains_the_same_with_onednn_gradients():
     """The seed CNN, two momentum steps, --cpu_conv=onednn against eigen: same parameters to
     float tolerance, one compile, and only conv2's gradients leave XLA."""
-    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
-    labels = np.arange(64, dtype=np.int32) % 10
-
-    def run(cpu_conv):
-        config = Config(model="cnn", batch_size=32, optimizer="momentum", learning_rate=0.05,
-                        schedule="constant", cpu_conv=cpu_conv)
-        setup = train.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
-        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
-        run_chunk = train.make_chunk_runner(setup, "unroll")
-        args = (state, acc, train.to_device(images, labels), jnp.arange(64, dtype=jnp.int32), 0,
-                jax.random.key(1))
-        hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
-        state = run_chunk(*args, num_steps=2)[0]
-        assert run_chunk._cache_size() == 1
-        return state, hlo
-
-    (fast, fast_hlo), (eigen, eigen_hlo) = run("onednn"), run("eigen")
+    (fast, fast_hlo), (eigen, eigen_hlo) = train_cnn_two_steps("onednn"), \
+        train_cnn_two_steps("eigen")
     assert fast_hlo.count(f'custom_call_target="{onednn.TARGETS[0]}"') == 2  # conv2, 2 steps.
     assert not any(target in eigen_hlo for target in onednn.TARGETS)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
@@ -129,7 +114,8 @@ def test_without_onednn_auto_falls_back_and_onednn_says_why(monkeypatch):
 
 def test_library_build_reports_a_missing_compiler_or_onednn(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
-    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler '.*no-such-g\+\+' to build onednn_conv\.cc"):
+    missing = r"no C\+\+ compiler '.*no-such-g\+\+' to build onednn_conv\.cc"
+    with pytest.raises(RuntimeError, match=missing):
         onednn._library()
     monkeypatch.setenv("CXX", sys.executable)  # Exists; the oneDNN headers do not, below.
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
