@@ -31,7 +31,7 @@ dnnl::engine& Engine() {
 }
 
 struct Descs {
-  memory::desc x, dy, w_hwio;
+  memory::desc x, dy, w_hwio, w_any;  // w_any: oneDNN chooses the kernel's layout.
   memory::dims strides, padding;
   dnnl::convolution_forward::primitive_desc forward;  // The hint both gradients need.
 };
@@ -42,11 +42,11 @@ Descs MakeDescs(const Dims& d) {
   auto f32 = memory::data_type::f32;
   Descs s{memory::desc({n, cin, h, w}, f32, tag::nhwc),
           memory::desc({n, cout, h, w}, f32, tag::nhwc),
-          memory::desc({cout, cin, k, k}, f32, tag::hwio), {1, 1}, {k / 2, k / 2}, {}};
-  memory::desc w_any({cout, cin, k, k}, f32, tag::any);
+          memory::desc({cout, cin, k, k}, f32, tag::hwio),
+          memory::desc({cout, cin, k, k}, f32, tag::any), {1, 1}, {k / 2, k / 2}, {}};
   s.forward = dnnl::convolution_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, s.x, w_any,
-      s.dy, s.strides, s.padding, s.padding);
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, s.x,
+      s.w_any, s.dy, s.strides, s.padding, s.padding);
   return s;
 }
 
@@ -61,7 +61,7 @@ struct Data {  // Backward data: the primitive and the reorder of HWIO weights t
   dnnl::convolution_backward_data::primitive_desc pd;
   dnnl::convolution_backward_data prim;
   dnnl::reorder from_hwio;
-  memory::desc x, dy, w_hwio;
+  memory::desc w_hwio;
 };
 
 // One oneDNN call at a time: each uses every core through OpenMP anyway, and calls that XLA
@@ -83,9 +83,8 @@ T& Cached(const Dims& d, T (*make)(const Dims&)) {
 
 Weights MakeWeights(const Dims& d) {
   Descs s = MakeDescs(d);
-  memory::desc w_any(s.w_hwio.get_dims(), memory::data_type::f32, memory::format_tag::any);
   dnnl::convolution_backward_weights::primitive_desc pd(
-      Engine(), dnnl::algorithm::convolution_direct, s.x, w_any, s.dy, s.strides, s.padding,
+      Engine(), dnnl::algorithm::convolution_direct, s.x, s.w_any, s.dy, s.strides, s.padding,
       s.padding, s.forward);
   dnnl::reorder::primitive_desc r(Engine(), pd.diff_weights_desc(), Engine(), s.w_hwio);
   return {pd, dnnl::convolution_backward_weights(pd), dnnl::reorder(r), s.w_hwio};
@@ -93,28 +92,36 @@ Weights MakeWeights(const Dims& d) {
 
 Data MakeData(const Dims& d) {
   Descs s = MakeDescs(d);
-  memory::desc w_any(s.w_hwio.get_dims(), memory::data_type::f32, memory::format_tag::any);
   dnnl::convolution_backward_data::primitive_desc pd(
-      Engine(), dnnl::algorithm::convolution_direct, s.x, w_any, s.dy, s.strides, s.padding,
+      Engine(), dnnl::algorithm::convolution_direct, s.x, s.w_any, s.dy, s.strides, s.padding,
       s.padding, s.forward);
   dnnl::reorder::primitive_desc r(Engine(), s.w_hwio, Engine(), pd.weights_desc());
-  return {pd, dnnl::convolution_backward_data(pd), dnnl::reorder(r), s.x, s.dy, s.w_hwio};
+  return {pd, dnnl::convolution_backward_data(pd), dnnl::reorder(r), s.w_hwio};
 }
 
-ffi::Error Check(bool ok, const char* what) {
-  return ok ? ffi::Error::Success() : ffi::Error(ffi::ErrorCode::kInvalidArgument, what);
+// Checks the shapes (x and dy NHWC, w an odd square HWIO kernel), then runs body(dims, stream)
+// under the call lock, turning oneDNN's exceptions into XLA errors.
+template <typename Span, typename Body>
+ffi::Error Run(const char* name, Span xd, Span yd, Span wd, Body body) {
+  if (xd.size() != 4 || yd.size() != 4 || wd.size() != 4 || wd[0] != wd[1] || wd[0] % 2 == 0)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string(name) + ": expects NHWC activations and odd square HWIO weights");
+  try {
+    std::lock_guard<std::mutex> lock(CallMutex());
+    dnnl::stream stream(Engine());
+    body(Dims{xd[0], xd[1], xd[2], xd[3], yd[3], wd[0]}, stream);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
 }
 
 ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                            ffi::ResultBuffer<ffi::F32> dw) {
-  auto xd = x.dimensions(), yd = dy.dimensions(), wd = dw->dimensions();
-  if (xd.size() != 4 || yd.size() != 4 || wd.size() != 4 || wd[0] != wd[1] || wd[0] % 2 == 0)
-    return Check(false, "conv_backward_weights: expects NHWC x, dy and an odd square HWIO dw");
-  Dims d{xd[0], xd[1], xd[2], xd[3], yd[3], wd[0]};
-  try {
+  return Run("conv_backward_weights", x.dimensions(), dy.dimensions(), dw->dimensions(),
+             [&](const Dims& d, dnnl::stream& stream) {
     Weights& p = Cached<Weights>(d, MakeWeights);
-    std::lock_guard<std::mutex> lock(CallMutex());
-    dnnl::stream stream(Engine());
     memory xm(p.pd.src_desc(), Engine(), x.typed_data());
     memory ym(p.pd.diff_dst_desc(), Engine(), dy.typed_data());
     memory blocked(p.pd.diff_weights_desc(), Engine());
@@ -122,23 +129,14 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
     p.prim.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, ym},
                             {DNNL_ARG_DIFF_WEIGHTS, blocked}});
     p.to_hwio.execute(stream, blocked, out);
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  });
 }
 
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                         ffi::ResultBuffer<ffi::F32> dx) {
-  auto yd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
-  if (xd.size() != 4 || yd.size() != 4 || wd.size() != 4 || wd[0] != wd[1] || wd[0] % 2 == 0)
-    return Check(false, "conv_backward_data: expects NHWC dy, dx and odd square HWIO weights");
-  Dims d{xd[0], xd[1], xd[2], xd[3], yd[3], wd[0]};
-  try {
+  return Run("conv_backward_data", dx->dimensions(), dy.dimensions(), w.dimensions(),
+             [&](const Dims& d, dnnl::stream& stream) {
     Data& p = Cached<Data>(d, MakeData);
-    std::lock_guard<std::mutex> lock(CallMutex());
-    dnnl::stream stream(Engine());
     memory wm(p.w_hwio, Engine(), w.typed_data());
     memory blocked(p.pd.weights_desc(), Engine());
     memory ym(p.pd.diff_dst_desc(), Engine(), dy.typed_data());
@@ -146,11 +144,7 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     p.from_hwio.execute(stream, wm, blocked);
     p.prim.execute(stream, {{DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_WEIGHTS, blocked},
                             {DNNL_ARG_DIFF_SRC, xm}});
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  });
 }
 
 }  // namespace
