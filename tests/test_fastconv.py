@@ -150,7 +150,7 @@ def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
 def test_cpu_conv_picks_xla_cpu_kernels_and_keeps_the_math():
     """--cpu_conv=eigen (and auto) takes the convolutions of the training program from YNNPACK;
     ynnpack keeps them; the trained parameters agree to float tolerance (BUILD_NOTES.md, issue 6)."""
-    (auto, auto_hlo), (ynnpack, ynnpack_hlo) = train_cnn_two_steps("eigen"), \
+    (eigen, eigen_hlo), (ynnpack, ynnpack_hlo) = train_cnn_two_steps("eigen"), \
         train_cnn_two_steps("ynnpack")
     on_cpu = jax.default_backend() == "cpu"
     assert models.compiler_options("auto") == models.compiler_options("eigen") \
@@ -159,7 +159,7 @@ def test_cpu_conv_picks_xla_cpu_kernels_and_keeps_the_math():
     assert models.compiler_options("ynnpack") == {}
     if on_cpu:  # YNNPACK fusions of convolutions ("conv_general_dilated" in their metadata).
         ynn_convs = lambda hlo: re.findall(r"%ynn_fusion[\w.]* = .*conv_general_dilated", hlo)
-        assert not ynn_convs(auto_hlo) and ynn_convs(ynnpack_hlo)
-        assert "ynn_fusion" in auto_hlo  # The dots and reductions stay with YNNPACK.
+        assert not ynn_convs(eigen_hlo) and ynn_convs(ynnpack_hlo)
+        assert "ynn_fusion" in eigen_hlo  # The dots and reductions stay with YNNPACK.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 auto.params, ynnpack.params)
+                 eigen.params, ynnpack.params)
