@@ -10,7 +10,6 @@ The report of one run (metrics, confusion matrix, worst examples, samples, train
 for the validation split). Several runs get each member's score and the ensemble's.
 """
 
-import dataclasses
 import json
 import pathlib
 
@@ -31,9 +30,7 @@ def load_run(path, which: str = "best"):
     folder, epoch = checkpoint.find(path, which)
     meta = checkpoint.read_meta(folder, epoch)
     config = Config.from_dict(meta["config"])
-    if config.cpu_conv == "onednn":  # Only its gradients are oneDNN's: scoring needs XLA alone.
-        config = dataclasses.replace(config, cpu_conv="eigen")
-    model = train.make_config_model(config, len(meta["class_names"]))
+    model = train.make_config_model(config, len(meta["class_names"]), gradients=False)
     norm = meta["normalisation"]
     setup = train.Setup(config, model, None, tuple(meta["image_shape"]), meta["steps_per_epoch"],
                         norm["mean"], norm["std"])

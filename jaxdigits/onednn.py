@@ -41,11 +41,12 @@ def _build_command(output: str) -> list[str]:
 
 def _library() -> pathlib.Path:
     """The compiled handlers, built into the cache on first use; raises RuntimeError if it can't."""
-    if shutil.which(_build_command("")[0]) is None:
-        raise RuntimeError(f"no C++ compiler {_build_command('')[0]!r} to build {SOURCE.name}")
+    command = _build_command("")
+    if shutil.which(command[0]) is None:
+        raise RuntimeError(f"no C++ compiler {command[0]!r} to build {SOURCE.name}")
     if not (pathlib.Path(sys.prefix) / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists():
         raise RuntimeError('oneDNN is not installed here (pip install -e ".[onednn]")')
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(_build_command("")).encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(command).encode()
                          + importlib.metadata.version("jaxlib").encode()).hexdigest()[:16]
     path = data.cache_dir("onednn") / f"libjaxdigits_onednn_{key}.so"
     if path.exists():

@@ -55,14 +55,16 @@ def normalise(images, mean, std):
     return (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
-def make_config_model(config: Config, num_classes: int) -> models.Model:
+def make_config_model(config: Config, num_classes: int, gradients: bool = True) -> models.Model:
     """The model a config names, with its --layers choice (auto: fast on CPU, plain elsewhere)
-    and its --cpu_conv choice (oneDNN's gradients or XLA's)."""
+    and its --cpu_conv choice (oneDNN's gradients or XLA's; `gradients=False`, for a model that
+    is only scored, never looks for oneDNN: the forward is XLA's either way)."""
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
                              dropout=config.dropout,
                              cpu_layers=None if config.layers == "auto"
                              else config.layers == "fast",
-                             onednn_grads=models.onednn_grads(config.model, config.cpu_conv))
+                             onednn_grads=gradients
+                             and models.onednn_grads(config.model, config.cpu_conv))
 
 
 def compiler_options(setup: Setup) -> dict:

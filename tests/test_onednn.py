@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import models, onednn
+from jaxdigits import models, onednn, train
+from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from conftest import train_cnn_two_steps
 
@@ -110,6 +111,17 @@ def test_without_onednn_auto_falls_back_and_onednn_says_why(monkeypatch):
                                             r"no g\+\+; use --cpu_conv=eigen\.$"):
             models.cpu_conv_choice("onednn")
     assert not models.onednn_grads("mlp", "auto")  # Never asked for models without convolutions.
+
+
+def test_a_model_only_scored_never_looks_for_onednn(monkeypatch):
+    """evaluate, export and reports build their model with gradients=False: a CNN trained with
+    --cpu_conv=onednn loads where oneDNN is missing, and no library is built to score it."""
+    def looked():
+        raise AssertionError("looked for oneDNN")
+    monkeypatch.setattr(onednn, "unavailable", looked)
+    model = train.make_config_model(Config(model="cnn", cpu_conv="onednn"), 10, gradients=False)
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    assert model.apply(params, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
 
 
 def test_library_build_reports_a_missing_compiler_or_onednn(monkeypatch, tmp_path):
