@@ -24,8 +24,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxdigits import models, parallel, train
-from jaxdigits.config import Config
+from jaxdigits import backend, cli, drivers, inputs, parallel, step
+from jaxdigits.config import Config, validate
 
 
 def versions() -> dict:
@@ -58,36 +58,30 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
     `devices` devices (0: all) with `config.batch_size` images per step in all."""
     mesh = parallel.make_mesh(devices)
     parallel.check_divisible(config.batch_size, mesh)
-    ds, (tx, ty), _, _ = train.prepare_data(config, data_dir)
-    mean, std = train.pixel_stats(tx)
-    setup = train.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
+    ds, (tx, ty), _, _ = inputs.prepare_data(config, data_dir)
+    mean, std = inputs.pixel_stats(tx)
+    setup = step.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
-    state = train.init_state(setup, init_key)
-    data = train.to_device(tx, ty)
+    state = step.init_state(setup, init_key)
+    data = inputs.to_device(tx, ty)
     if mesh.size > 1:
         state, data = parallel.replicate((state, data), mesh)
-    driver, k = train.resolve_driver(config)
+    driver, k = drivers.resolve_driver(config)
     k = min(k, setup.steps_per_epoch)
-    run_chunk = train.make_chunk_runner(setup, driver, mesh)
+    run_chunk = drivers.make_chunk_runner(setup, driver, mesh)
     perm = jax.random.permutation(data_key, len(tx)).astype(jnp.int32)
 
     start = time.perf_counter()
-    compiled = run_chunk.lower(state, train.zero_metrics(), data, perm, 0, step_key,
+    compiled = run_chunk.lower(state, step.zero_metrics(), data, perm, 0, step_key,
                                num_steps=k).compile()
     compile_seconds = time.perf_counter() - start
     flops_per_step = flops_of(compiled) / k
-    onednn_grads = models.onednn_grads(config.model, config.cpu_conv)
+    onednn_grads = backend.onednn_grads(config.model, config.cpu_conv)
     if onednn_grads:
-        # XLA's cost analysis cannot see into oneDNN's custom calls: add what the same step with
-        # XLA's own convolution gradients counts beyond this one (both before optimisation).
-        twin = train.make_setup(dataclasses.replace(config, cpu_conv="eigen"), len(tx),
-                                tx.shape[1:], ds.num_classes, mean, std)
-        args = (state, train.zero_metrics(), data, perm, 0, step_key)
-        flops = [flops_of(train.make_chunk_runner(s, driver, mesh).lower(*args, num_steps=k))
-                 for s in (twin, setup)]
-        flops_per_step += (flops[0] - flops[1]) / k
+        args = (state, step.zero_metrics(), data, perm, 0, step_key)
+        flops_per_step += hidden_flops(setup, ds.num_classes, args, driver, mesh, k) / k
 
-    acc = train.zero_metrics()
+    acc = step.zero_metrics()
     state, acc = compiled(state, acc, data, perm, 0, step_key)  # Warm-up.
     jax.block_until_ready(state)
     step_times = []
@@ -98,32 +92,47 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
             state, acc = compiled(state, acc, data, perm, offset, step_key)
         jax.block_until_ready(state)
         step_times.append((time.perf_counter() - start) / (calls * k))
-    step = statistics.median(step_times)
+    step_seconds = statistics.median(step_times)
     result = {
         "model": config.model, "batch_size": config.batch_size, "optimizer": config.optimizer,
-        "driver": driver, "steps_per_call": k, "compiler_options": train.compiler_options(setup),
+        "driver": driver, "steps_per_call": k, "compiler_options": step.compiler_options(setup),
         "onednn_grads": onednn_grads,
-        "compile_seconds": compile_seconds, "step_seconds": step,
+        "compile_seconds": compile_seconds, "step_seconds": step_seconds,
         "step_seconds_min": min(step_times), "step_seconds_max": max(step_times),
-        "images_per_second": config.batch_size / step, "devices": mesh.size,
-        "images_per_second_per_device": config.batch_size / step / mesh.size,
+        "images_per_second": config.batch_size / step_seconds, "devices": mesh.size,
+        "images_per_second_per_device": config.batch_size / step_seconds / mesh.size,
         "gflops_per_step": flops_per_step / 1e9,
-        "achieved_gflops_per_second": flops_per_step / step / 1e9,
+        "achieved_gflops_per_second": flops_per_step / step_seconds / 1e9,
         **device_info(), "versions": versions(),
     }
     if epochs:
-        epoch_seconds = []
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            state, _ = train.train_epoch(run_chunk, state, data, data_key, step_key, epoch,
-                                          setup, k, quiet)
-            jax.block_until_ready(state)
-            epoch_seconds.append(time.perf_counter() - start)
-        result.update(epoch_seconds=epoch_seconds,
-                      epoch_images_per_second=setup.steps_per_epoch * config.batch_size
-                      / statistics.median(epoch_seconds),
-                      epoch_examples=setup.steps_per_epoch * config.batch_size)
+        result.update(time_epochs(run_chunk, state, data, (data_key, step_key), setup, k, epochs,
+                                  quiet))
     return result
+
+
+def hidden_flops(setup, num_classes: int, args, driver: str, mesh, k: int) -> float:
+    """The floating-point operations of `k` steps that oneDNN's custom calls hide from XLA's cost
+    analysis: what the same steps with XLA's own convolution gradients count beyond these (both
+    before optimisation)."""
+    config = dataclasses.replace(setup.config, cpu_conv="eigen")
+    twin = setup._replace(config=config, model=step.make_config_model(config, num_classes))
+    flops = [flops_of(drivers.make_chunk_runner(s, driver, mesh).lower(*args, num_steps=k))
+             for s in (twin, setup)]
+    return flops[0] - flops[1]
+
+
+def time_epochs(run_chunk, state, data, keys, setup, k: int, epochs: int, quiet: bool) -> dict:
+    """Wall time of `epochs` whole training epochs, `k` steps per call."""
+    epoch_seconds = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        state, _ = drivers.train_epoch(run_chunk, state, data, *keys, epoch, setup, k, quiet)
+        jax.block_until_ready(state)
+        epoch_seconds.append(time.perf_counter() - start)
+    examples = setup.steps_per_epoch * setup.config.batch_size
+    return {"epoch_seconds": epoch_seconds, "epoch_examples": examples,
+            "epoch_images_per_second": examples / statistics.median(epoch_seconds)}
 
 
 def format_table(result: dict) -> str:
@@ -176,14 +185,8 @@ def format_scaling(result: dict) -> str:
 
 
 def main(argv):
-    from absl import app, flags
-
-    from jaxdigits import config as config_lib
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    FLAGS = flags.FLAGS
-    config = config_lib.validate(config_lib.from_flags())
+    FLAGS = cli.start(argv)
+    config = validate(cli.from_flags())
     run = lambda c, n: benchmark(c, calls=FLAGS.calls, repeats=FLAGS.repeats,
                                  epochs=FLAGS.bench_epochs, data_dir=FLAGS.data_dir,
                                  quiet=FLAGS.quiet, devices=n)
@@ -202,14 +205,10 @@ def main(argv):
         print(json.dumps(result))
 
 
-if __name__ == "__main__":
-    from absl import app, flags
+def define_flags():
+    from absl import flags
 
-    from jaxdigits import config as config_lib
-    from jaxdigits.errors import report_user_errors
-
-    config_lib.define_flags()
-    flags.adopt_module_key_flags(config_lib)  # So --help lists them.
+    cli.define_config_flags()
     flags.DEFINE_integer("calls", 10, "Compiled calls per timed repeat.")
     flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
     flags.DEFINE_integer("bench_epochs", 0, "Also time this many whole training epochs.")
@@ -218,4 +217,7 @@ if __name__ == "__main__":
     flags.DEFINE_bool("quiet", True, "No progress bar during timed epochs.")
     flags.DEFINE_integer("devices", 0, "Measure on this many devices only (0: with several "
                          "visible, each power of two up to all of them).")
-    app.run(report_user_errors(main))
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

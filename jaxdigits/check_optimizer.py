@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple
 import optax
 
 from jaxdigits import conformance as checks
+from jaxdigits import optimizers, plugin
+from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 LEARNING_RATES = (0.1, 0.03, 0.01, 3e-3, 1e-3)
@@ -44,19 +46,13 @@ class Report(NamedTuple):
 
 def make_maker(optimizer, optimizer_args: str = "") -> Callable:
     """`make(learning_rate) -> tx` from a registered name, a 'module:factory' spec or a callable."""
-    from jaxdigits import optimizers, plugin
-    from jaxdigits.config import Config
-
     if callable(optimizer):
         return optimizer
     if plugin.is_spec(optimizer):
-        return plugin.plugin_maker(optimizer, optimizer_args)
-    if optimizer_args:
-        raise UserError("--optimizer_args is for a plug-in optimizer (module:factory).")
-    if optimizer not in optimizers.OPTIMIZERS:
-        raise UserError(f"unknown optimizer {optimizer!r}; choose one of "
-                        f"{', '.join(optimizers.OPTIMIZERS)}, or pass module:factory.")
-    return lambda learning_rate: optimizers.OPTIMIZERS[optimizer](learning_rate, Config())
+        return plugin.plugin_maker(optimizer, optimizer_args)  # Loaded and checked once.
+    config = Config(optimizer=optimizer, optimizer_args=optimizer_args)
+    optimizers.make_optimizer(config, 1)  # Unknown names and misplaced arguments: one sentence.
+    return lambda learning_rate: optimizers.make_optimizer(config, 1, schedule=learning_rate)
 
 
 def check(optimizer, *, optimizer_args: str = "", learning_rate: float | None = None,

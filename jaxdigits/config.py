@@ -1,4 +1,4 @@
-"""The run configuration: one frozen dataclass, its absl flags, and its checks.
+"""The run configuration: one frozen dataclass and its checks (its flags are in `cli`).
 
 Every field is a flag of `python -m jaxdigits.train` with the same name. The config is saved as
 `config.json` in the workdir and inside every checkpoint, so a run can be evaluated and resumed
@@ -7,8 +7,6 @@ from its workdir alone.
 
 import dataclasses
 import json
-
-from absl import flags
 
 from jaxdigits.errors import UserError
 
@@ -53,7 +51,7 @@ class Config:
     driver: str = _f("auto", "How steps are driven: auto, step, unroll or scan.")
     steps_per_call: int = _f(0, "Steps compiled into one call by unroll/scan (0: per backend).")
     num_models: int = _f(1, "Train this many models at once, seeds SEED..SEED+K-1, in one program "
-                            "(jax.vmap); see jaxdigits/many.py.")
+                            "(jax.vmap); see docs/scale.md.")
     sweep: str = _f("", "Train one model per setting in one program, e.g. "
                         "learning_rate=1e-4,3e-4,1e-3;momentum=0.8,0.9 (the grid of all pairs).")
     layers: str = _f("auto", "CNN layer formulations: auto (fast on CPU, plain elsewhere), fast "
@@ -120,43 +118,3 @@ def validate(config: Config) -> Config:
         if not ok:
             raise UserError(message + ".")
     return config
-
-
-def define_flags() -> None:
-    """Defines one absl flag per Config field (called by the command-line entry points only)."""
-    for f in dataclasses.fields(Config):
-        help_text = f.metadata["help"]
-        if f.type == "tuple[int, ...]" or f.type == tuple[int, ...]:
-            flags.DEFINE_list(f.name, [str(v) for v in f.default], help_text)
-        elif f.type in ("bool", bool):
-            flags.DEFINE_bool(f.name, f.default, help_text)
-        elif f.type in ("int", int):
-            flags.DEFINE_integer(f.name, f.default, help_text)
-        elif f.type in ("float", float):
-            flags.DEFINE_float(f.name, f.default, help_text)
-        else:
-            flags.DEFINE_string(f.name, f.default, help_text)
-
-
-def from_flags(base: Config | None = None) -> Config:
-    """The config from the parsed flags; with `base`, only flags given on the command line override it.
-
-    Without `base`, flags not given take the model's entry in MODEL_DEFAULTS, then the defaults.
-    """
-    values = {}
-    if base is None:
-        model_defaults = MODEL_DEFAULTS.get(flags.FLAGS.model, {})
-        values.update({k: v for k, v in model_defaults.items() if not flags.FLAGS[k].present})
-    for f in dataclasses.fields(Config):
-        flag = flags.FLAGS[f.name]
-        if not flag.present and (base is not None or f.name in values):
-            continue
-        value = flag.value
-        if f.name == "hidden":
-            try:
-                value = tuple(int(v) for v in value)
-            except ValueError:
-                raise UserError(f"--hidden must be comma-separated integers, got {value}.") from None
-        values[f.name] = value
-    return dataclasses.replace(base or Config(), **values)
-

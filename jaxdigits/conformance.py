@@ -15,7 +15,7 @@ import optax
 QUADRATIC_STEPS = 500
 ROSENBROCK_STEPS = 10000
 MNIST_EXAMPLES, MNIST_BATCH, MNIST_EPOCHS, MNIST_TEST = 4096, 128, 2, 2000
-MNIST_FLOOR = 0.70  # Chance: 0.10; the built-ins reach 0.795-0.84, Lion 0.72 (BUILD_NOTES.md, issue 3).
+MNIST_FLOOR = 0.70  # Chance: 0.10; the built-ins reach 0.795-0.84, Lion 0.72 (BUILD_NOTES.md).
 EXTRA_KWARG = "jaxdigits_unused_kwarg"
 
 

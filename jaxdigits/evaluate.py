@@ -13,37 +13,14 @@ for the validation split). Several runs get each member's score and the ensemble
 import json
 import pathlib
 
-import jax
-
-from jaxdigits import checkpoint, ensemble, many, report, train
+from jaxdigits import cli, ensemble, inputs, members, report, runs, scoring
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 
-def load_run(path, which: str = "best"):
-    """(setup, params, meta) for a run's workdir (its `which` checkpoint) or a checkpoint folder.
-
-    Only the parameters are restored and no optimizer is built (`setup.tx` is None): evaluating
-    needs the model alone, so a run trained with any optimizer loads, a plug-in one included.
-    `meta["checkpoint"]` is the checkpoint folder that was read.
-    """
-    folder, epoch = checkpoint.find(path, which)
-    meta = checkpoint.read_meta(folder, epoch)
-    config = Config.from_dict(meta["config"])
-    model = train.make_config_model(config, len(meta["class_names"]), gradients=False)
-    norm = meta["normalisation"]
-    setup = train.Setup(config, model, None, tuple(meta["image_shape"]), meta["steps_per_epoch"],
-                        norm["mean"], norm["std"])
-    # Only the structure, shapes and dtypes are needed: no initialisation is compiled or run.
-    target = jax.eval_shape(lambda key: model.init(key, setup.image_shape), jax.random.key(0))
-    params, meta = checkpoint.restore_params(folder, epoch, target)
-    params = jax.device_put(params)  # Restored from shapes alone, orbax gives numpy arrays.
-    return setup, params, {**meta, "checkpoint": str(folder / str(epoch))}
-
-
 def split_data(path, config: Config, split: str, data_dir=None):
     """(uint8 images, labels) of the run's `split`: test, or the validation set its seed carved."""
-    _, _, val, test = train.prepare_data(config, data_dir)
+    _, _, val, test = inputs.prepare_data(config, data_dir)
     images, labels = {"test": test, "validation": val}[split]
     if not len(labels):
         raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
@@ -52,9 +29,9 @@ def split_data(path, config: Config, split: str, data_dir=None):
 
 def evaluate_run(path, *, which: str = "best", split: str = "test", data_dir=None) -> dict:
     """Loss and accuracy of a saved run over every example of `split` (test or validation)."""
-    setup, params, meta = load_run(path, which)
+    setup, params, meta = runs.load_run(path, which)
     images, labels = split_data(path, setup.config, split, data_dir)
-    result = train.make_evaluator(setup)(params, train.to_device(images, labels))
+    result = scoring.make_evaluator(setup)(params, inputs.to_device(images, labels))
     return {"split": split, "epoch": meta["epoch"], "model": setup.config.model,
             "dataset": meta["dataset"], **result}
 
@@ -63,7 +40,7 @@ def report_run(path, *, which: str = "best", split: str = "test", data_dir=None,
                **options) -> dict:
     """The full report of a saved run (`report.make_report`, `options` go there), written to
     `report_dir` (default: RUN/report/, or RUN/report-validation/)."""
-    setup, params, meta = load_run(path, which)
+    setup, params, meta = runs.load_run(path, which)
     images, labels = split_data(path, setup.config, split, data_dir)
     run_dir = pathlib.Path(meta["checkpoint"]).parent.parent
     report_dir = report_dir or run_dir / ("report" if split == "test" else f"report-{split}")
@@ -72,20 +49,16 @@ def report_run(path, *, which: str = "best", split: str = "test", data_dir=None,
 
 
 def main(argv):
-    from absl import app, flags, logging
+    from absl import logging
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only.
+    FLAGS = cli.start(argv, logging.ERROR)  # Orbax warns that a read-only manager is read-only.
     path = FLAGS.checkpoint or FLAGS.workdir
     if not path:
         raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
     for p in path.split(","):
         if not pathlib.Path(p).exists():
             raise UserError(f"{p} does not exist.")
-    paths = many.member_paths(path) if "," not in path else path.split(",")
+    paths = members.member_paths(path) if "," not in path else path.split(",")
     if paths:
         return print_ensemble(ensemble.evaluate_ensemble(paths, which=FLAGS.which,
                                                          split=FLAGS.split, data_dir=FLAGS.data_dir))
@@ -111,10 +84,8 @@ def print_ensemble(result: dict) -> None:
     print(json.dumps(result))
 
 
-if __name__ == "__main__":
-    from absl import app, flags
-
-    from jaxdigits.errors import report_user_errors
+def define_flags():
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "A run folder written by jaxdigits.train.")
     flags.DEFINE_string("checkpoint", None, "A checkpoint folder (e.g. RUN/best/5) instead of --workdir.")
@@ -126,4 +97,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("worst_k", 6, "How many of the worst-scored images of each class to show.")
     flags.DEFINE_integer("num_samples", 40, "How many images the sample grid shows.")
     flags.DEFINE_string("sample_class", None, "Show only this class (name or index) in the sample grid.")
-    app.run(report_user_errors(main))
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

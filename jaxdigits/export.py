@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdigits
-from jaxdigits import evaluate, models, predictor, train
+from jaxdigits import cli, inputs, models, predictor, runs
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import write_atomic
+from jaxdigits.step import Setup
 
 
 def _param_names(params) -> list[str]:
@@ -33,7 +34,7 @@ def _param_names(params) -> list[str]:
     return ["/".join(str(getattr(k, "key", k)) for k in path) for path in paths]
 
 
-def export_program(setup: train.Setup, params, platforms=("cpu",)) -> bytes:
+def export_program(setup: Setup, params, platforms=("cpu",)) -> bytes:
     """The serialized predictor for float32 [b, *image_shape] pixel values in [0, 1]."""
     leaves, treedef = jax.tree.flatten(params)
     model, mean, std = setup.model, setup.mean, setup.std
@@ -60,7 +61,7 @@ def score(model: predictor.Predictor, images, labels, batch_size: int = 1000) ->
 
 def export_run(path, *, which: str = "best", platforms=("cpu",), data_dir=None):
     """(manifest, program, params) for a run's workdir or checkpoint folder, accuracy measured."""
-    setup, params, meta = evaluate.load_run(path, which)
+    setup, params, meta = runs.load_run(path, which)
     program = export_program(setup, params, platforms)
     leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
     record = next((r for r in meta["history"] if r["epoch"] == meta["epoch"]), {})
@@ -89,7 +90,7 @@ def export_run(path, *, which: str = "best", platforms=("cpu",), data_dir=None):
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     loaded = predictor.from_parts(manifest, program, leaves)
-    _, _, _, (images, labels) = train.prepare_data(setup.config, data_dir)
+    _, _, _, (images, labels) = inputs.prepare_data(setup.config, data_dir)
     score_ = score(loaded, images, labels)
     manifest["accuracy"] = {"test": score_["accuracy"], "test_count": score_["count"],
                             "note": "the exported program on every test image, at export"}
@@ -120,13 +121,9 @@ def write_model(out, manifest: dict, program: bytes, params) -> pathlib.Path:
 
 
 def main(argv):
-    from absl import app, flags, logging
+    from absl import logging
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)  # Not orbax's read-only notices.
+    FLAGS = cli.start(argv, logging.ERROR)  # Not orbax's read-only notices.
     path = FLAGS.checkpoint or FLAGS.workdir
     if not path:
         raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
@@ -142,10 +139,8 @@ def main(argv):
           f"python -m jaxdigits.serve --model={out}", file=sys.stderr)
 
 
-if __name__ == "__main__":
-    from absl import app, flags
-
-    from jaxdigits.errors import report_user_errors
+def define_flags():
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "A run folder written by jaxdigits.train.")
     flags.DEFINE_string("checkpoint", None, "A checkpoint folder (e.g. RUN/best/5) instead of --workdir.")
@@ -153,4 +148,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Folder to write the model to (replaced if it holds a model).")
     flags.DEFINE_list("platforms", ["cpu"], "Platforms to compile for: cpu, cuda, rocm, tpu.")
     flags.DEFINE_string("data_dir", None, "Folder with the IDX files (to measure test accuracy).")
-    app.run(report_user_errors(main))
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)

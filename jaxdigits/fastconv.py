@@ -1,6 +1,6 @@
 """CPU-fast formulations of the CNN's layers, with the same math as the plain ones.
 
-Measured on XLA's CPU backend (BUILD_NOTES.md, issue 6), the seed CNN's layers lower badly in
+Measured on XLA's CPU backend (BUILD_NOTES.md), the seed CNN's layers lower badly in
 two places:
 
 - 2x2 max pooling. `lax.reduce_window` is fine forward, but its gradient is a select-and-scatter,

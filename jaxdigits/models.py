@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdigits import fastconv, onednn
+from jaxdigits import backend, fastconv, onednn
 from jaxdigits.errors import UserError
 
 
@@ -91,53 +91,6 @@ class Model(NamedTuple):
     apply: Callable  # apply(params, images, *, train=False, key=None) -> logits
 
 
-def default_cpu_layers() -> bool:
-    """Whether the CNN uses jaxdigits.fastconv's layers: on the CPU backend only, where they were
-    measured faster (BUILD_NOTES.md, issue 6); GPU and TPU keep the library's own layers."""
-    return jax.default_backend() == "cpu"
-
-
-def cpu_conv_choice(cpu_conv: str = "auto") -> str:
-    """`--cpu_conv` resolved: "onednn", "eigen" or "ynnpack" on the CPU backend, "" elsewhere.
-
-    "auto" is "onednn" where `jaxdigits.onednn` can be used (the `onednn` extra installed and a
-    C++ compiler present) and "eigen" otherwise; an explicit "onednn" that cannot be used is a
-    UserError saying why.
-    """
-    if jax.default_backend() != "cpu":
-        return ""
-    if cpu_conv in ("auto", "onednn"):
-        reason = onednn.unavailable()
-        if reason is None:
-            return "onednn"
-        if cpu_conv == "onednn":
-            raise UserError(f"--cpu_conv=onednn: {reason}; use --cpu_conv=eigen.")
-        return "eigen"
-    return cpu_conv
-
-
-def onednn_grads(model: str, cpu_conv: str = "auto") -> bool:
-    """Whether `model`'s convolutions (the CNNs' after the first) get oneDNN's gradients under
-    `--cpu_conv` (see `cpu_conv_choice`); other models never look for oneDNN."""
-    return model.startswith("cnn") and cpu_conv_choice(cpu_conv) == "onednn"
-
-
-def compiler_options(cpu_conv: str = "auto") -> dict:
-    """XLA compile options for the programs that train and score a model (`--cpu_conv`).
-
-    XLA's CPU backend hands convolutions, dots and reductions to YNNPACK by default. "eigen" and
-    "onednn" keep the dots and reductions there but leave convolutions to XLA's own Eigen
-    kernels: the seed CNN's train step is 1.9x faster on the Intel Xeon measured, the MLP's and
-    cnn_tiny's steps unchanged (BUILD_NOTES.md, issue 6); "onednn" also sends the CNN's later
-    convolutions' gradients to oneDNN (`make_model(onednn_grads=True)`). "ynnpack" keeps XLA's
-    default. GPU and TPU: no options.
-    """
-    if jax.default_backend() != "cpu" or cpu_conv == "ynnpack":
-        return {}
-    return {"xla_cpu_experimental_ynn_fusion_type":
-            "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
-
-
 def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
             cpu_layers: bool, onednn_grads: bool) -> nn.Module:
     if name == "linear":
@@ -163,12 +116,12 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
                onednn_grads: bool = False) -> Model:
     """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width.
 
-    `cpu_layers` (default: `default_cpu_layers()`) picks the CNN's CPU-fast formulations;
-    `onednn_grads` (CPU only; see `cpu_conv_choice`) computes the gradients of the CNN's later
+    `cpu_layers` (default: `backend.default_cpu_layers()`) picks the CNN's CPU-fast formulations;
+    `onednn_grads` (CPU only; see `backend.cpu_conv_choice`) computes the gradients of the CNN's later
     convolutions in oneDNN. The parameters and the math are the same either way.
     """
     if cpu_layers is None:
-        cpu_layers = default_cpu_layers()
+        cpu_layers = backend.default_cpu_layers()
     module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads)
 
     def init(key, image_shape):
@@ -185,22 +138,19 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
 def init_params(model: Model, key, image_shape):
     """`model.init(key, image_shape)`, compiled as one program.
 
-    On CPU it is compiled at XLA's optimisation level 1 rather than the default 3: it runs once,
-    and the full optimisation cost more than running it (cnn_small: 3.1 s of compiling at the
-    default level, 0.9 s at level 1, against about 4.5 s op by op). The parameters are
-    bit-identical to the op-by-op `model.init` (tests/test_models.py; level 0 is not: it fuses no
-    multiply-adds). BUILD_NOTES.md, issue 6. Other backends: a plain jit.
+    Compiled once per model (K-model runs initialise K members) with
+    `backend.init_compile_options()`: on CPU a lower optimisation level, same parameters.
     """
     return _compiled_init(model, tuple(image_shape), jax.ShapeDtypeStruct(key.shape, key.dtype),
                           jax.default_backend())(key)
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_init(model: Model, image_shape: tuple, key_type, backend: str):
-    """`init_params`' program, compiled once per model (K-model runs initialise K members)."""
+def _compiled_init(model: Model, image_shape: tuple, key_type, platform: str):
+    """`init_params`' program, compiled once per (model, shapes, platform)."""
+    del platform  # Unused: part of the cache key only.
     lowered = jax.jit(model.init, static_argnums=1).lower(key_type, image_shape)
-    options = {"xla_backend_optimization_level": 1} if backend == "cpu" else {}
-    return lowered.compile(options)
+    return lowered.compile(backend.init_compile_options())
 
 
 def count_params(params) -> int:

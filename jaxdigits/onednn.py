@@ -1,7 +1,7 @@
 """A convolution whose two gradients run in oneDNN on the CPU backend (`--cpu_conv=onednn`).
 
 XLA's CPU backend computes a convolution's kernel gradient about half as fast as oneDNN, which
-PyTorch uses, and its input gradient somewhat slower (BUILD_NOTES.md, issue 6). `conv` keeps XLA's
+PyTorch uses, and its input gradient somewhat slower (BUILD_NOTES.md). `conv` keeps XLA's
 forward (as fast as oneDNN's there) and sends both gradients to oneDNN through two XLA FFI
 handlers (`onednn_conv.cc`), so they stay inside the jitted step like any other op.
 

@@ -12,9 +12,8 @@ from typing import Callable
 
 import optax
 
-from jaxdigits import classic, plugin, pure_optim  # noqa: F401  (re-exported)
+from jaxdigits import plugin, pure_optim
 from jaxdigits.errors import UserError
-from jaxdigits.pure_optim import adam, adamw, heavy_ball, momentum, nesterov, rmsprop, sgd  # noqa: F401
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 

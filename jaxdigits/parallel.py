@@ -99,6 +99,12 @@ def replicate(tree, mesh):
     return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), tree)
 
 
+def describe(mesh) -> str:
+    """"cpu (cpu) x1", with the process count when there are several: for a run's first log line."""
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return f"{jax.default_backend()} ({jax.devices()[0].device_kind}) x{mesh.size}{processes}"
+
+
 def is_primary() -> bool:
     """Process 0 writes the run's files; the others compute alongside it."""
     return jax.process_index() == 0

@@ -19,10 +19,10 @@ from jaxdigits.metrics import write_atomic
 RIGHT, WRONG = "#1a7f37", "#c62828"  # Caption colours: correct and wrong predictions.
 
 
-def save(fig: Figure, path) -> None:
+def save(fig: Figure, path, dpi: int = 100) -> None:
     """Writes `fig` as a PNG to `path`, atomically."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     write_atomic(path, buffer.getvalue())
 
 

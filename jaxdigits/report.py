@@ -9,7 +9,6 @@ examples of each class given the lowest probability of their true label. It writ
 (all of it), `confusion_matrix.json` and four PNGs (see `FILES`).
 """
 
-import functools
 import json
 import pathlib
 
@@ -17,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdigits import plots, train
+from jaxdigits import plots, scoring
+from jaxdigits.inputs import to_device
+from jaxdigits.step import Setup
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl, write_atomic
 
@@ -29,25 +30,6 @@ FILES = {
     "samples_png": "samples.png",
     "curves_png": "training_curves.png",
 }
-
-
-def predict(setup: train.Setup, params, data: train.DeviceData) -> np.ndarray:
-    """Logits float32 [N, classes] for every example, in batches of `eval_batch_size`.
-
-    Batches are gathered and normalised on the device as in `train.make_evaluator`; the last one
-    is padded by repeating the last example, and the padding is cut off.
-    """
-    model, batch_size, mean, std = setup.model, setup.config.eval_batch_size, setup.mean, setup.std
-
-    @functools.partial(jax.jit, compiler_options=train.compiler_options(setup))
-    def logits_fn(params, data, start):
-        n = data.labels.shape[0]
-        idx = jnp.minimum(start + jnp.arange(batch_size), n - 1)  # [b]
-        return model.apply(params, train.normalise(data.images[idx], mean, std))  # [b, classes]
-
-    n = int(data.labels.shape[0])
-    chunks = [np.asarray(logits_fn(params, data, start)) for start in range(0, n, batch_size)]
-    return np.concatenate(chunks)[:n]
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -156,7 +138,7 @@ def run_history(meta: dict) -> list[dict]:
     return records or [r for r in meta.get("history", []) if "train_loss" in r]
 
 
-def make_report(setup: train.Setup, params, meta: dict, images: np.ndarray, labels: np.ndarray, *,
+def make_report(setup: Setup, params, meta: dict, images: np.ndarray, labels: np.ndarray, *,
                 split: str, out_dir, worst_k: int = 6, sample_class: str | None = None,
                 num_samples: int = 40) -> dict:
     """Scores every example of `split` (uint8 images [N, H, W, C], labels [N]) and writes the
@@ -166,7 +148,7 @@ def make_report(setup: train.Setup, params, meta: dict, images: np.ndarray, labe
                         f"{num_samples}.")
     names = list(meta["class_names"])
     shown = None if sample_class is None else class_index(sample_class, names)
-    logits = predict(setup, params, train.to_device(images, labels))  # [N, classes]
+    logits = scoring.predict(setup, params, to_device(images, labels))  # [N, classes]
     numbers = summarise(logits, labels, names, worst_k)
     config = setup.config
     run = {"checkpoint": meta["checkpoint"], "epoch": meta["epoch"], "model": config.model,

@@ -86,102 +86,106 @@ class App:
                 "ms": {"preprocess": 1e3 * (ready - start), "model": 1e3 * (done - ready)}}
 
 
+class Handler(http.server.BaseHTTPRequestHandler):
+    """The routes of `App`: `make_handler` gives the class its `app`."""
+    app = None  # An App, set by make_handler.
+    server_version = "jaxdigits"
+    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
+
+    def __getattr__(self, name):
+        # The base class answers a method it has no do_METHOD for with 501; any method is
+        # the client's mistake here, so every unknown one gets a 405 instead.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+    def do_GET(self):
+        self._dispatch()
+
+    def do_POST(self):
+        self._dispatch()
+
+    def _dispatch(self):
+        path = self.path.split("?", 1)[0]
+        try:
+            if path not in ROUTES:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"no route {path}; try GET /, GET /healthz, "
+                                   "GET /model or POST /predict.")
+            if self.command not in ROUTES[path]:
+                raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
+                                   f"{path} accepts {', '.join(sorted(ROUTES[path]))}, not {self.command}.")
+            if path == "/predict":
+                result = self.app.predict(self._read_json())
+                self._note = f"label={result['label']}"
+                self._send(HTTPStatus.OK, result)
+            elif path == "/healthz":
+                self._send(HTTPStatus.OK, {"status": "ok", "model": self.app.model.manifest["model"]})
+            elif path == "/model":
+                self._send(HTTPStatus.OK, self.app.model.manifest)
+            else:
+                name = "index.html" if path == "/" else path.rsplit("/", 1)[1]
+                self._send(HTTPStatus.OK, self.app.static[name], STATIC[name])
+        except RequestError as e:
+            self._send(e.status, {"error": str(e)})
+        except Exception as e:  # A bug, not the client's fault: say so, keep serving.
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
+
+    def _read_json(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked.")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "the request needs a Content-Length header.")
+        if not length.isdigit():
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {length!r} is not a number.")
+        if int(length) > self.app.max_body_bytes:
+            self.close_connection = True  # The body is never read.
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"the body is {length} bytes; at most {self.app.max_body_bytes} are accepted.")
+        body = self.rfile.read(int(length))
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON ({e}).") from None
+
+    def send_error(self, code, message=None, explain=None):
+        # Also what the base class calls for a malformed request line or headers.
+        self.close_connection = True
+        self._send(HTTPStatus(code), {"error": message or HTTPStatus(code).phrase})
+
+    def _send(self, status: HTTPStatus, payload, content_type="application/json"):
+        if not isinstance(payload, bytes):
+            payload = (json.dumps(payload, separators=(",", ":")) + "\n").encode()
+        self._status, self._size = status.value, len(payload)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", ", ".join(sorted(ROUTES.get(self.path.split("?", 1)[0], ()))))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def handle_one_request(self):
+        self._status, self._size, self._note, start = None, 0, "", time.perf_counter()
+        super().handle_one_request()
+        if self._status is not None:  # One line per request, errors included.
+            request = f"{self.command} {self.path}" if self.command else repr(self.requestline[:80])
+            self.app.log(f"{self.client_address[0]} {request} {self._status} {self._size}B "
+                    f"{1e3 * (time.perf_counter() - start):.1f}ms {self._note}".rstrip())
+
+    def log_request(self, code="-", size="-"):
+        pass  # handle_one_request logs, once.
+
+    def log_message(self, format, *args):
+        pass
+
+
 def make_handler(app: App):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "jaxdigits"
-        timeout = 30  # seconds a client may stall mid-request before its connection is dropped
-
-        def __getattr__(self, name):
-            # The base class answers a method it has no do_METHOD for with 501; any method is
-            # the client's mistake here, so every unknown one gets a 405 instead.
-            if name.startswith("do_"):
-                return self._dispatch
-            raise AttributeError(name)
-
-        def do_GET(self):
-            self._dispatch()
-
-        def do_POST(self):
-            self._dispatch()
-
-        def _dispatch(self):
-            path = self.path.split("?", 1)[0]
-            try:
-                if path not in ROUTES:
-                    raise RequestError(HTTPStatus.NOT_FOUND, f"no route {path}; try GET /, GET /healthz, "
-                                       "GET /model or POST /predict.")
-                if self.command not in ROUTES[path]:
-                    raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED,
-                                       f"{path} accepts {', '.join(sorted(ROUTES[path]))}, not {self.command}.")
-                if path == "/predict":
-                    result = app.predict(self._read_json())
-                    self._note = f"label={result['label']}"
-                    self._send(HTTPStatus.OK, result)
-                elif path == "/healthz":
-                    self._send(HTTPStatus.OK, {"status": "ok", "model": app.model.manifest["model"]})
-                elif path == "/model":
-                    self._send(HTTPStatus.OK, app.model.manifest)
-                else:
-                    name = "index.html" if path == "/" else path.rsplit("/", 1)[1]
-                    self._send(HTTPStatus.OK, app.static[name], STATIC[name])
-            except RequestError as e:
-                self._send(e.status, {"error": str(e)})
-            except Exception as e:  # A bug, not the client's fault: say so, keep serving.
-                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
-
-        def _read_json(self):
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked.")
-            length = self.headers.get("Content-Length")
-            if length is None:
-                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "the request needs a Content-Length header.")
-            if not length.isdigit():
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {length!r} is not a number.")
-            if int(length) > app.max_body_bytes:
-                self.close_connection = True  # The body is never read.
-                raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                   f"the body is {length} bytes; at most {app.max_body_bytes} are accepted.")
-            body = self.rfile.read(int(length))
-            try:
-                return json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON ({e}).") from None
-
-        def send_error(self, code, message=None, explain=None):
-            # Also what the base class calls for a malformed request line or headers.
-            self.close_connection = True
-            self._send(HTTPStatus(code), {"error": message or HTTPStatus(code).phrase})
-
-        def _send(self, status: HTTPStatus, payload, content_type="application/json"):
-            if not isinstance(payload, bytes):
-                payload = (json.dumps(payload, separators=(",", ":")) + "\n").encode()
-            self._status, self._size = status.value, len(payload)
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            if status == HTTPStatus.METHOD_NOT_ALLOWED:
-                self.send_header("Allow", ", ".join(sorted(ROUTES.get(self.path.split("?", 1)[0], ()))))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-
-        def handle_one_request(self):
-            self._status, self._size, self._note, start = None, 0, "", time.perf_counter()
-            super().handle_one_request()
-            if self._status is not None:  # One line per request, errors included.
-                request = f"{self.command} {self.path}" if self.command else repr(self.requestline[:80])
-                app.log(f"{self.client_address[0]} {request} {self._status} {self._size}B "
-                        f"{1e3 * (time.perf_counter() - start):.1f}ms {self._note}".rstrip())
-
-        def log_request(self, code="-", size="-"):
-            pass  # handle_one_request logs, once.
-
-        def log_message(self, format, *args):
-            pass
-
-    return Handler
+    """The request handler class serving `app`."""
+    return type("AppHandler", (Handler,), {"app": app})
 
 
 class Server(http.server.ThreadingHTTPServer):

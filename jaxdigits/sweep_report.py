@@ -1,7 +1,7 @@
 """The table and plot of a many-model run: final validation and test accuracy per member.
 
-Written by `many.train_many` as sweep.md (Markdown), sweep.csv and sweep.png (matplotlib, Agg:
-no display needed). With one swept hyperparameter the plot's x-axis is its value (logarithmic
+Written by `many.train_many` as sweep.md (Markdown), sweep.csv and sweep.png (matplotlib, no
+display needed). With one swept hyperparameter the plot's x-axis is its value (logarithmic
 when the values span a factor of 10 or more); otherwise members are shown in order.
 """
 
@@ -10,6 +10,9 @@ import io
 import math
 import pathlib
 
+from matplotlib.figure import Figure
+
+from jaxdigits import plots
 from jaxdigits.metrics import write_atomic
 
 
@@ -57,12 +60,8 @@ def write(workdir, result: dict, swept: tuple) -> None:
 
 
 def plot(path: pathlib.Path, table: list[dict], swept: tuple) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     if len(swept) == 1:
         x = [row[swept[0]] for row in table]
         ax.set_xlabel(swept[0])
@@ -80,10 +79,7 @@ def plot(path: pathlib.Path, table: list[dict], swept: tuple) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    plots.save(fig, path, dpi=120)
 
 
 def _label(row: dict, swept: tuple) -> str:

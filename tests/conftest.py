@@ -1,5 +1,6 @@
 """Shared fixtures: the bundled MNIST, loaded once per test session."""
 
+import contextlib
 import os
 import pathlib
 import sys
@@ -55,6 +56,27 @@ def exported_model(tiny_run, tmp_path_factory):
     return out
 
 
+@contextlib.contextmanager
+def count_compiles(name: str):
+    """Counts XLA compilations of jitted functions named `name` while the block runs, through
+    `jax.monitoring`'s public events (not JAX's private cache counters). Yields a function that
+    returns the count so far."""
+    import jax
+
+    names = []
+
+    def listener(event, duration, **kwargs):
+        del duration  # Unused.
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield lambda: names.count(f"jit({name})")
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def train_cnn_two_steps(cpu_conv: str):
     """(state, compiled HLO text) after two momentum steps of the seed CNN on 64 random images
     with `--cpu_conv=cpu_conv`, asserting that the step compiled once."""
@@ -62,19 +84,20 @@ def train_cnn_two_steps(cpu_conv: str):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdigits import train
+    from jaxdigits import drivers, inputs, step
     from jaxdigits.config import Config
 
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     labels = np.arange(64, dtype=np.int32) % 10
     config = Config(model="cnn", batch_size=32, optimizer="momentum", learning_rate=0.05,
                     schedule="constant", cpu_conv=cpu_conv)
-    setup = train.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
-    state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
-    run_chunk = train.make_chunk_runner(setup, "unroll")
-    args = (state, acc, train.to_device(images, labels), jnp.arange(64, dtype=jnp.int32), 0,
+    setup = step.make_setup(config, 64, images.shape[1:], 10, 0.13, 0.31)
+    state, acc = step.init_state(setup, jax.random.key(0)), step.zero_metrics()
+    run_chunk = drivers.make_chunk_runner(setup, "unroll")
+    args = (state, acc, inputs.to_device(images, labels), jnp.arange(64, dtype=jnp.int32), 0,
             jax.random.key(1))
-    hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
-    state = run_chunk(*args, num_steps=2)[0]
-    assert run_chunk._cache_size() == 1
+    with count_compiles("run") as compiles:
+        hlo = run_chunk.lower(*args, num_steps=2).compile().as_text()
+        state = run_chunk(*args, num_steps=2)[0]
+    assert compiles() == 1
     return state, hlo

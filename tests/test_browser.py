@@ -7,7 +7,6 @@ If chromium cannot start the test fails and says why; it is never skipped.
 """
 
 import os
-import pathlib
 import threading
 
 import numpy as np

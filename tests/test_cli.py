@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from jaxdigits import evaluate
+from jaxdigits import runs
 from jaxdigits.metrics import read_jsonl
 
 QUICK = ["--max_train_examples=2048", "--validation_size=1000", "--quiet"]
@@ -55,7 +55,7 @@ def test_benchmark_reports_json(tmp_path):
 
 
 def _params(workdir):
-    return evaluate.load_run(workdir, "latest")[1]
+    return runs.load_run(workdir, "latest")[1]
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):

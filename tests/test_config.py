@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from jaxdigits import config as config_lib
+from jaxdigits import cli, config as config_lib
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -13,7 +13,7 @@ from jaxdigits.errors import UserError
 @pytest.fixture
 def parse():
     if "model" not in flags.FLAGS:
-        config_lib.define_flags()
+        cli.define_config_flags()
 
     def parse_fn(*args):
         flags.FLAGS.unparse_flags()
@@ -28,23 +28,23 @@ def test_every_field_is_a_flag_and_defaults_agree(parse):
     parse()
     for field in dataclasses.fields(Config):
         assert field.name in flags.FLAGS
-    assert config_lib.from_flags(Config(model="cnn")) == Config(model="cnn")
+    assert cli.from_flags(Config(model="cnn")) == Config(model="cnn")
 
 
 def test_model_defaults_apply_unless_a_flag_is_given(parse):
     parse("--model=mlp")
-    assert config_lib.from_flags().epochs == config_lib.MODEL_DEFAULTS["mlp"]["epochs"]
+    assert cli.from_flags().epochs == config_lib.MODEL_DEFAULTS["mlp"]["epochs"]
     parse("--model=mlp", "--epochs=3", "--hidden=64,32")
-    config = config_lib.from_flags()
+    config = cli.from_flags()
     assert config.epochs == 3 and config.hidden == (64, 32) and config.model == "mlp"
     parse("--model=cnn")
-    assert config_lib.from_flags().epochs == Config().epochs
+    assert cli.from_flags().epochs == Config().epochs
 
 
 def test_a_saved_config_holds_except_for_given_flags(parse):
     saved = Config(model="linear", epochs=7, learning_rate=0.5)
     parse("--learning_rate=0.25")
-    assert config_lib.from_flags(saved) == dataclasses.replace(saved, learning_rate=0.25)
+    assert cli.from_flags(saved) == dataclasses.replace(saved, learning_rate=0.25)
 
 
 def test_json_round_trip_and_foreign_fields():

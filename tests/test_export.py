@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from jaxdigits import evaluate, export, predictor, train
+from jaxdigits import evaluate, export, inputs, predictor, runs, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 
 def test_exported_model_gives_the_checkpoints_outputs(tiny_run, exported_model, mnist):
-    setup, params, meta = evaluate.load_run(tiny_run[0])
+    setup, params, meta = runs.load_run(tiny_run[0])
     images = mnist.test_images[:1000]  # uint8 [1000, 28, 28, 1]
-    expected = np.asarray(setup.model.apply(params, train.normalise(images, setup.mean, setup.std)))
+    expected = np.asarray(setup.model.apply(params, inputs.normalise(images, setup.mean, setup.std)))
     model = predictor.load(exported_model)
     for batch in (1, 7, 1000):  # The batch dimension is symbolic: any size, same numbers.
         out = model.outputs(images[:batch].astype(np.float32) / 255.0)
@@ -107,7 +107,7 @@ def test_export_replaces_a_model_whole(exported_model, tmp_path):
 
 
 def test_export_for_several_platforms(tiny_run, exported_model, mnist):
-    setup, params, _ = evaluate.load_run(tiny_run[0])
+    setup, params, _ = runs.load_run(tiny_run[0])
     manifest = json.loads((exported_model / predictor.MANIFEST).read_text())
     reference = predictor.load(exported_model)
     images = mnist.test_images[:16].astype(np.float32) / 255.0
@@ -122,13 +122,13 @@ def test_export_for_several_platforms(tiny_run, exported_model, mnist):
 def test_exported_cnn_gives_the_models_outputs_at_any_batch_size(layers, mnist):
     """The CNN's program (on CPU its first layer is fastconv.conv_relu_pool, whose reshapes must
     hold for a symbolic batch) gives model.apply's logits."""
-    setup = train.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.13, 0.31)
+    setup = step.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.13, 0.31)
     params = setup.model.init(jax.random.key(0), (28, 28, 1))
     manifest = {"format": predictor.FORMAT, "input": {"shape": ["b", 28, 28, 1]}}
     model = predictor.from_parts(manifest, export.export_program(setup, params),
                                  jax.tree.leaves(params))
     images = mnist.test_images[:5]
-    expected = np.asarray(setup.model.apply(params, train.normalise(images, 0.13, 0.31)))
+    expected = np.asarray(setup.model.apply(params, inputs.normalise(images, 0.13, 0.31)))
     for batch in (1, 5):
         out = model.outputs(images[:batch].astype(np.float32) / 255.0)
         np.testing.assert_allclose(out["logits"], expected[:batch], rtol=1e-5, atol=1e-5)

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import fastconv, models, recipes, train
+from jaxdigits import backend, drivers, fastconv, inputs, models, recipes, step
 from jaxdigits.config import Config
-from conftest import train_cnn_two_steps
+from conftest import count_compiles, train_cnn_two_steps
 
 
 def _plain_conv(x, kernel):
@@ -100,9 +100,9 @@ def test_cnn_fast_and_plain_layers_agree_in_logits_and_gradients():
 def test_layers_flag_picks_the_formulation_and_auto_follows_the_backend():
     def module_of(layers):
         config = Config(model="cnn", layers=layers, cpu_conv="eigen")  # No oneDNN custom_vjp.
-        setup = train.make_setup(config, 256, (28, 28, 1), 10, 0.1, 0.3)
+        setup = step.make_setup(config, 256, (28, 28, 1), 10, 0.1, 0.3)
         return setup
-    assert models.default_cpu_layers() == (jax.default_backend() == "cpu")
+    assert backend.default_cpu_layers() == (jax.default_backend() == "cpu")
     for layers in ("fast", "plain", "auto"):
         jaxpr = str(jax.make_jaxpr(lambda p, x: module_of(layers).model.apply(p, x))(
             module_of("plain").model.init(jax.random.key(0), (28, 28, 1)), jnp.zeros((2, 28, 28, 1))))
@@ -131,17 +131,18 @@ def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
         config = Config(model=model, batch_size=32, optimizer="momentum", learning_rate=0.05,
                         schedule="constant", layers=layers)
         images, labels = mnist.train_images[:256], mnist.train_labels[:256]
-        setup = train.make_setup(config, 256, images.shape[1:], 10, 0.13, 0.31)
-        data = train.to_device(images, labels)
-        state, acc = train.init_state(setup, jax.random.key(0)), train.zero_metrics()
-        run_chunk = train.make_chunk_runner(setup, "unroll")
+        setup = step.make_setup(config, 256, images.shape[1:], 10, 0.13, 0.31)
+        data = inputs.to_device(images, labels)
+        state, acc = step.init_state(setup, jax.random.key(0)), step.zero_metrics()
+        run_chunk = drivers.make_chunk_runner(setup, "unroll")
         for start in (0, 2, 4):
             state, acc = run_chunk(state, acc, data, jnp.arange(256, dtype=jnp.int32), start,
                                    jax.random.key(1), num_steps=2)
         return state, run_chunk
 
-    fast, run_chunk = run("fast")
-    assert run_chunk._cache_size() == 1
+    with count_compiles("run") as compiles:
+        fast, _ = run("fast")
+    assert compiles() == 1
     plain, _ = run("plain")
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  fast.params, plain.params)
@@ -153,10 +154,10 @@ def test_cpu_conv_picks_xla_cpu_kernels_and_keeps_the_math():
     (eigen, eigen_hlo), (ynnpack, ynnpack_hlo) = train_cnn_two_steps("eigen"), \
         train_cnn_two_steps("ynnpack")
     on_cpu = jax.default_backend() == "cpu"
-    assert models.compiler_options("auto") == models.compiler_options("eigen") \
+    assert backend.compiler_options("auto") == backend.compiler_options("eigen") \
         == ({"xla_cpu_experimental_ynn_fusion_type":
              "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"} if on_cpu else {})
-    assert models.compiler_options("ynnpack") == {}
+    assert backend.compiler_options("ynnpack") == {}
     if on_cpu:  # YNNPACK fusions of convolutions ("conv_general_dilated" in their metadata).
         ynn_convs = lambda hlo: re.findall(r"%ynn_fusion[\w.]* = .*conv_general_dilated", hlo)
         assert not ynn_convs(eigen_hlo) and ynn_convs(ynnpack_hlo)

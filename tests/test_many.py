@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from jaxdigits import checkpoint, ensemble, evaluate, many, optimizers, train
+from jaxdigits import backend, checkpoint, data, drivers, ensemble, inputs
+from jaxdigits import members, optimizers, runs, step, train
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -30,9 +31,9 @@ def _assert_same_run(single, member):
         assert set(x) == set(y)
         for key in set(x) - {"seconds", "images_per_second"}:
             assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
-    setup, _, _ = evaluate.load_run(single, "latest")  # Loading builds no optimizer: add it.
+    setup, _, _ = runs.load_run(single, "latest")  # Loading builds no optimizer: add it.
     setup = setup._replace(tx=optimizers.make_optimizer(setup.config, setup.steps_per_epoch))
-    target = train.init_state(setup, jax.random.key(0))
+    target = step.init_state(setup, jax.random.key(0))
     a, _ = checkpoint.restore(single / "checkpoints", 2, target)
     b, _ = checkpoint.restore(member / "checkpoints", 2, target)  # Same structure: plain state.
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
@@ -46,7 +47,7 @@ def seed_run(tmp_path_factory):
 
 def test_four_seeds_in_one_program_equal_four_separate_runs(seed_run, tmp_path):
     path, result = seed_run
-    configs = many.member_configs(SEEDS)
+    configs = members.member_configs(SEEDS)
     assert [c.seed for c in configs] == [0, 1, 2, 3] and {c.num_models for c in configs} == {1}
     for k, config in enumerate(configs):
         single = train.train_and_evaluate(config, tmp_path / str(k), quiet=True)
@@ -59,15 +60,15 @@ def test_four_seeds_in_one_program_equal_four_separate_runs(seed_run, tmp_path):
 
 def test_evaluate_reports_members_and_the_ensemble(seed_run):
     path, result = seed_run
-    out = ensemble.evaluate_ensemble(many.member_paths(path), which="latest")
+    out = ensemble.evaluate_ensemble(members.member_paths(path), which="latest")
     assert [m["accuracy"] for m in out["members"]] == [m["test_accuracy"] for m in result["members"]]
     logits = []
     for k in range(4):
-        setup, params, _ = evaluate.load_run(path / f"member_{k}", "latest")
-        images = setup.model.apply(params, train.normalise(
-            train.prepare_data(setup.config)[3][0], setup.mean, setup.std))
+        setup, params, _ = runs.load_run(path / f"member_{k}", "latest")
+        images = setup.model.apply(params, inputs.normalise(
+            inputs.prepare_data(setup.config)[3][0], setup.mean, setup.std))
         logits.append(jax.nn.softmax(images))
-    labels = train.prepare_data(SEEDS)[3][1]
+    labels = inputs.prepare_data(SEEDS)[3][1]
     expected = (np.mean(logits, 0).argmax(-1) == labels).mean()
     assert out["ensemble"]["accuracy"] == pytest.approx(expected, abs=1e-4)
     assert out["ensemble"]["accuracy"] == pytest.approx(result["ensemble"]["test_accuracy"], abs=1e-4)
@@ -75,13 +76,13 @@ def test_evaluate_reports_members_and_the_ensemble(seed_run):
     cli = run_cli("jaxdigits.evaluate", f"--workdir={path}", "--which=latest")
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "member_3: mlp seed 3" in cli.stdout and "ensemble of 4 (mean probability), test" in cli.stdout
-    val = ensemble.evaluate_ensemble(many.member_paths(path), split="validation")
+    val = ensemble.evaluate_ensemble(members.member_paths(path), split="validation")
     assert "ensemble" not in val  # Each seed carved its own validation split.
 
 
 def test_a_sweep_equals_separate_runs_and_writes_its_table(tmp_path):
     result = train.train_and_evaluate(SWEEP, tmp_path / "sweep", quiet=True)
-    configs = many.member_configs(SWEEP)
+    configs = members.member_configs(SWEEP)
     assert [(c.learning_rate, c.momentum) for c in configs] == [(0.01, 0.5), (0.01, 0.9),
                                                                  (0.1, 0.5), (0.1, 0.9)]
     for k in (0, 3):
@@ -98,17 +99,18 @@ def test_a_sweep_equals_separate_runs_and_writes_its_table(tmp_path):
 def test_an_interrupted_many_model_run_resumes_exactly(tmp_path, monkeypatch):
     config = dataclasses.replace(SWEEP, sweep="learning_rate=0.01,0.1")
     whole = train.train_and_evaluate(config, tmp_path / "whole", quiet=True)
-    real_epoch = many.train_epoch
+    real_epoch, epochs = drivers.run_epoch, []
 
     def interrupted(*args, **kwargs):
-        if "epoch 2/" in args[7]:
+        epochs.append(len(epochs) + 1)
+        if epochs[-1] == 2:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(many, "train_epoch", interrupted)
+    monkeypatch.setattr(drivers, "run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, tmp_path / "cut", quiet=True)
-    monkeypatch.setattr(many, "train_epoch", real_epoch)
+    monkeypatch.setattr(drivers, "run_epoch", real_epoch)
     resumed = train.train_and_evaluate(config, tmp_path / "cut", quiet=True, resume=True)
     assert resumed == whole
     for k in range(2):
@@ -120,11 +122,11 @@ def test_an_interrupted_many_model_run_resumes_exactly(tmp_path, monkeypatch):
 
 def test_bad_sweeps_are_refused():
     with pytest.raises(UserError, match="--sweep can vary learning_rate"):
-        many.parse_sweep("dropout=0.1,0.2")
+        members.parse_sweep("dropout=0.1,0.2")
     with pytest.raises(UserError, match="must be numbers"):
-        many.parse_sweep("learning_rate=fast")
+        members.parse_sweep("learning_rate=fast")
     with pytest.raises(UserError, match="--learning_rate must be positive"):
-        many.member_configs(Config(sweep="learning_rate=0.1,-1"))
+        members.member_configs(Config(sweep="learning_rate=0.1,-1"))
     with pytest.raises(UserError, match="--num_models must be at least 1"):
         validate(Config(num_models=0))
 
@@ -138,13 +140,13 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, monkeypatc
     assert bad["diverged_in_epoch"] == 1 and bad["test_accuracy"] is None
     assert (tmp_path / "sweep" / "member_1" / "diverged.json").exists()
     assert checkpoint.saved_epochs(tmp_path / "sweep" / "member_1" / "checkpoints") == []
-    single = train.train_and_evaluate(many.member_configs(config)[0], tmp_path / "0", quiet=True)
+    single = train.train_and_evaluate(members.member_configs(config)[0], tmp_path / "0", quiet=True)
     _assert_same_run(tmp_path / "0", tmp_path / "sweep" / "member_0")
     assert result["ensemble"]["members"] == 1
     assert result["ensemble"]["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=1e-4)
     assert "the 1 that did not diverge" in (tmp_path / "sweep" / "sweep.md").read_text()
-    assert many.member_paths(tmp_path / "sweep") == [tmp_path / "sweep" / "member_0"]
-    monkeypatch.setattr(many, "train_epoch", None)  # A complete run is rescored, not retrained.
+    assert members.member_paths(tmp_path / "sweep") == [tmp_path / "sweep" / "member_0"]
+    monkeypatch.setattr(drivers, "run_epoch", None)  # A complete run is rescored, not retrained.
     assert train.train_and_evaluate(config, tmp_path / "sweep", quiet=True) == result
 
 
@@ -163,23 +165,23 @@ def test_cnn_members_looped_on_cpu_equal_separate_runs_and_the_vmapped_step(tmp_
     arrangement is the separate runs' math."""
     config = dataclasses.replace(SEEDS, model="cnn_tiny", hidden=(16,), num_models=2,
                                  max_train_examples=128)
-    assert many.member_loop(config) == (jax.default_backend() == "cpu")
+    assert backend.member_loop(config.members, config.model) == (jax.default_backend() == "cpu")
     result = train.train_and_evaluate(config, tmp_path / "many", quiet=True)
-    single = train.train_and_evaluate(many.member_configs(config)[1], tmp_path / "1", quiet=True)
+    single = train.train_and_evaluate(members.member_configs(config)[1], tmp_path / "1", quiet=True)
     assert result["members"][1]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
     _assert_same_run(tmp_path / "1", tmp_path / "many" / "member_1")
 
-    ds = many.data.load_dataset("mnist")
-    members = many.make_members(config, ds)
-    keys = [jax.random.split(jax.random.key(c.seed), 3) for c in members.configs]
-    pool = train.to_device(ds.train_images, ds.train_labels)
-    mean, std = np.asarray(members.mean), np.asarray(members.std)
-    order = members.train_idx[:, :128]
+    ds = data.load_dataset("mnist")
+    group = members.make_members(config, ds)
+    keys = [jax.random.split(jax.random.key(c.seed), 3) for c in group.configs]
+    pool = inputs.to_device(ds.train_images, ds.train_labels)
+    mean, std = np.asarray(group.mean), np.asarray(group.std)
+    order = group.train_idx[:, :128]
     after = []
     for loop in (True, False):
-        state = many.init_states(members, [k[0] for k in keys])
-        acc = many.stack([train.zero_metrics()] * 2)
-        run = many.make_many_runner(members.setup, "step", mean, std, loop)
+        state = members.init_states(group, [k[0] for k in keys])
+        acc = drivers.stack([step.zero_metrics()] * 2)
+        run = drivers.make_many_runner(group.setup, "step", mean, std, loop)
         for start in (0, 1):
             state, acc = run(state, acc, pool, order, start, jax.numpy.stack([k[2] for k in keys]),
                              num_steps=1)

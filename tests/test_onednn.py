@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import models, onednn, train
+from jaxdigits import backend, onednn, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from conftest import train_cnn_two_steps
@@ -34,7 +34,7 @@ def _vjp(conv, x, kernel, dy):
 @needs_onednn
 def test_onednn_is_ready_here():
     assert onednn.unavailable() is None
-    assert models.cpu_conv_choice("auto") == models.cpu_conv_choice("onednn") == "onednn"
+    assert backend.cpu_conv_choice("auto") == backend.cpu_conv_choice("onednn") == "onednn"
 
 
 @needs_onednn
@@ -104,13 +104,13 @@ def test_cnn_trains_the_same_with_onednn_gradients():
 def test_without_onednn_auto_falls_back_and_onednn_says_why(monkeypatch):
     monkeypatch.setattr(onednn, "unavailable", lambda: "oneDNN gradients unavailable: no g++")
     on_cpu = jax.default_backend() == "cpu"
-    assert models.cpu_conv_choice("auto") == ("eigen" if on_cpu else "")
-    assert not models.onednn_grads("cnn", "auto")
+    assert backend.cpu_conv_choice("auto") == ("eigen" if on_cpu else "")
+    assert not backend.onednn_grads("cnn", "auto")
     if on_cpu:
         with pytest.raises(UserError, match=r"^--cpu_conv=onednn: oneDNN gradients unavailable: "
                                             r"no g\+\+; use --cpu_conv=eigen\.$"):
-            models.cpu_conv_choice("onednn")
-    assert not models.onednn_grads("mlp", "auto")  # Never asked for models without convolutions.
+            backend.cpu_conv_choice("onednn")
+    assert not backend.onednn_grads("mlp", "auto")  # Never asked for models without convolutions.
 
 
 def test_a_model_only_scored_never_looks_for_onednn(monkeypatch):
@@ -119,7 +119,7 @@ def test_a_model_only_scored_never_looks_for_onednn(monkeypatch):
     def looked():
         raise AssertionError("looked for oneDNN")
     monkeypatch.setattr(onednn, "unavailable", looked)
-    model = train.make_config_model(Config(model="cnn", cpu_conv="onednn"), 10, gradients=False)
+    model = step.make_config_model(Config(model="cnn", cpu_conv="onednn"), 10, gradients=False)
     params = model.init(jax.random.key(0), (28, 28, 1))
     assert model.apply(params, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
 

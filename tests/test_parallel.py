@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from jaxdigits import evaluate, parallel, train
+from jaxdigits import parallel, runs, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -46,8 +46,8 @@ def _same_run(a, b):
     for x, y in zip(ra, rb):
         for key in set(x) - {"seconds", "images_per_second"}:
             assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
-    _, pa, _ = evaluate.load_run(a, "latest")
-    _, pb, _ = evaluate.load_run(b, "latest")
+    _, pa, _ = runs.load_run(a, "latest")
+    _, pb, _ = runs.load_run(b, "latest")
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), pa, pb)
 
 

@@ -78,3 +78,39 @@ def test_scratch_optimizers_are_trainable_by_name():
         params = {"w": jnp.ones(3)}
         updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
         assert updates["w"].shape == (3,)
+
+
+# What each scratch_* name must train like, built from the same config (optax's own).
+SCRATCH_REFERENCES = {
+    "scratch_sgd": lambda lr, c: optax.sgd(lr),
+    "scratch_momentum": lambda lr, c: optax.sgd(lr, momentum=c.momentum),
+    "scratch_heavy_ball": lambda lr, c: optax.sgd(lr, momentum=c.momentum),
+    "scratch_nesterov": lambda lr, c: optax.sgd(lr, momentum=c.momentum, nesterov=True),
+    "scratch_rmsprop": lambda lr, c: optax.rmsprop(lr),
+    "scratch_adam": lambda lr, c: optax.adam(lr, b1=c.b1, b2=c.b2),
+    "scratch_adamw": lambda lr, c: optax.adamw(lr, b1=c.b1, b2=c.b2, weight_decay=c.weight_decay),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRATCH_REFERENCES))
+def test_each_scratch_name_trains_like_its_optax_twin(name):
+    """A name mapped to the wrong optimizer, or one that ignores the config's hyperparameters
+    (set away from their defaults here), takes another path and fails."""
+    assert {n for n in optimizers.OPTIMIZERS if n.startswith("scratch_")} == set(SCRATCH_REFERENCES)
+    config = Config(optimizer=name, learning_rate=0.05, schedule="constant", momentum=0.7,
+                    b1=0.8, b2=0.99, weight_decay=0.05)
+    a_matrix = jax.random.normal(jax.random.key(3), (5, 5))
+    loss = lambda p: 0.5 * p["x"] @ (a_matrix @ a_matrix.T / 5 + jnp.eye(5)) @ p["x"]
+
+    def path(tx):
+        def step(carry, _):
+            p, s = carry
+            updates, s = tx.update(jax.grad(loss)(p), s, p)
+            p = optax.apply_updates(p, updates)
+            return (p, s), p["x"]
+        return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=30)[1])(
+            {"x": jnp.linspace(-1.0, 2.0, 5)})
+
+    ours = path(optimizers.make_optimizer(config, steps_per_epoch=30))
+    np.testing.assert_allclose(ours, path(SCRATCH_REFERENCES[name](0.05, config)), rtol=1e-5,
+                               atol=1e-6)

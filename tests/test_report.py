@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from conftest import run_cli
-from jaxdigits import checkpoint, evaluate, models, optimizers, plots, report, train
+from jaxdigits import checkpoint, evaluate, inputs, models, optimizers, plots, report, runs, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -120,9 +120,9 @@ def test_cli_report_on_a_plugin_optimizer_run(run, tmp_path):
     assert json.loads((out / "confusion_matrix.json").read_text()) == rep["confusion_matrix"]
 
     # The whole pipeline against plain numpy on the same parameters.
-    setup, params, _ = evaluate.load_run(run, "latest")
+    setup, params, _ = runs.load_run(run, "latest")
     images, labels = evaluate.split_data(run, setup.config, "test")
-    logits = np.asarray(setup.model.apply(params, train.normalise(images, setup.mean, setup.std)))
+    logits = np.asarray(setup.model.apply(params, inputs.normalise(images, setup.mean, setup.std)))
     confusion = np.zeros((10, 10), int)
     np.add.at(confusion, (labels, logits.argmax(1)), 1)
     assert rep["confusion_matrix"]["counts"] == confusion.tolist()
@@ -137,7 +137,7 @@ def test_cli_report_on_a_plugin_optimizer_run(run, tmp_path):
 
 
 def test_validation_report_and_bad_options(run):
-    setup, params, meta = evaluate.load_run(run)  # The plug-in optimizer is unknown here too.
+    setup, params, meta = runs.load_run(run)  # The plug-in optimizer is unknown here too.
     assert setup.tx is None
     rep = evaluate.report_run(run, split="validation", worst_k=2, num_samples=5)
     assert rep["count"] == 1000 and rep["split"] == "validation"

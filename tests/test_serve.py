@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from jaxdigits import evaluate, predictor, serve, train
+from jaxdigits import inputs, predictor, runs, serve
 from test_preprocess import data_url, drawn_large
 
 
@@ -70,8 +70,8 @@ def predict(server, payload):
 
 def test_api_matches_the_checkpoint_on_real_mnist(server, tiny_run, mnist):
     images, labels = mnist.test_images[:300], mnist.test_labels[:300]
-    setup, params, _ = evaluate.load_run(tiny_run[0])
-    checkpoint_labels = np.asarray(setup.model.apply(params, train.normalise(images, setup.mean, setup.std))).argmax(-1)
+    setup, params, _ = runs.load_run(tiny_run[0])
+    checkpoint_labels = np.asarray(setup.model.apply(params, inputs.normalise(images, setup.mean, setup.std))).argmax(-1)
     api_labels = np.array([predict(server, {"image": (x[..., 0] / 255.0).tolist()})["label"] for x in images])
     np.testing.assert_array_equal(api_labels, checkpoint_labels)  # Image by image, not only on average.
     api_accuracy = (api_labels == labels).mean()

@@ -10,7 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdigits import checkpoint, evaluate, metrics, optimizers, train
+from conftest import count_compiles
+from jaxdigits import checkpoint, drivers, evaluate, inputs
+from jaxdigits import metrics, optimizers, runs, scoring, step, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -19,16 +21,16 @@ from jaxdigits.metrics import read_jsonl
 def _setup(mnist, n=1024, **overrides):
     config = Config(**{"model": "mlp", "batch_size": 64, "epochs": 1, **overrides})
     images, labels = mnist.train_images[:n], mnist.train_labels[:n]
-    mean, std = train.pixel_stats(images)
-    setup = train.make_setup(config, n, images.shape[1:], 10, mean, std)
-    return setup, train.to_device(images, labels)
+    mean, std = inputs.pixel_stats(images)
+    setup = step.make_setup(config, n, images.shape[1:], 10, mean, std)
+    return setup, inputs.to_device(images, labels)
 
 
 def _run(setup, data, driver, steps, steps_per_call):
-    state = train.init_state(setup, jax.random.key(0))
-    run = train.make_chunk_runner(setup, driver)
+    state = step.init_state(setup, jax.random.key(0))
+    run = drivers.make_chunk_runner(setup, driver)
     perm = jax.random.permutation(jax.random.key(1), data.labels.shape[0]).astype(jnp.int32)
-    acc = train.zero_metrics()
+    acc = step.zero_metrics()
     for start in range(0, steps, steps_per_call):
         state, acc = run(state, acc, data, perm, start, jax.random.key(2),
                          num_steps=min(steps_per_call, steps - start))
@@ -53,23 +55,24 @@ def test_drivers_compute_the_same_steps(mnist, model):
 
 def test_pixel_stats_match_numpy_over_several_chunks():
     images = np.random.default_rng(0).integers(0, 256, (3000, 28, 28, 1), dtype=np.uint8)  # 2.2 chunks
-    mean, std = train.pixel_stats(images)
+    mean, std = inputs.pixel_stats(images)
     values = images.astype(np.float64) / 255.0
     np.testing.assert_allclose([mean, std], [values.mean(), values.std()], rtol=1e-12)
 
 
 def test_step_compiles_once(mnist):
     setup, data = _setup(mnist)
-    _, _, run = _run(setup, data, "unroll", 12, 4)  # Three calls with different start offsets.
-    assert run._cache_size() == 1
+    with count_compiles("run") as compiles:
+        _run(setup, data, "unroll", 12, 4)  # Three calls with different start offsets.
+    assert compiles() == 1
 
 
 def test_evaluation_scores_every_example(mnist):
     setup, _ = _setup(mnist, eval_batch_size=1000)
-    params = train.init_state(setup, jax.random.key(0)).params
+    params = step.init_state(setup, jax.random.key(0)).params
     images, labels = mnist.test_images[:1001], mnist.test_labels[:1001]
-    result = train.make_evaluator(setup)(params, train.to_device(images, labels))
-    x = train.normalise(jnp.asarray(images), setup.mean, setup.std)
+    result = scoring.make_evaluator(setup)(params, inputs.to_device(images, labels))
+    x = inputs.normalise(jnp.asarray(images), setup.mean, setup.std)
     logits = np.asarray(setup.model.apply(params, x))
     assert result["count"] == 1001
     assert result["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == labels), abs=1e-12)
@@ -93,7 +96,7 @@ def test_checkpoint_round_trip_is_exact(mnist, tmp_path):
     meta = {"epoch": 1, "history": [{"epoch": 1, "val_accuracy": 0.5}]}
     saver.save(1, state, meta, is_best=True)
     saver.close()
-    target = train.init_state(setup, jax.random.key(9))
+    target = step.init_state(setup, jax.random.key(9))
     for which in ["checkpoints", "best"]:
         restored, restored_meta = checkpoint.restore(tmp_path / which, 1, target)
         assert restored_meta == meta
@@ -103,7 +106,7 @@ def test_checkpoint_round_trip_is_exact(mnist, tmp_path):
 
 def test_keeps_the_last_few_and_the_best(tmp_path, mnist):
     setup, data = _setup(mnist)
-    state = train.init_state(setup, jax.random.key(0))
+    state = step.init_state(setup, jax.random.key(0))
     saver = checkpoint.Checkpointer(tmp_path, keep=2)
     for epoch, acc in enumerate([0.5, 0.9, 0.6, 0.7], start=1):
         saver.save(epoch, state, {"epoch": epoch}, is_best=acc == 0.9)
@@ -127,7 +130,7 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, monkeypat
     with pytest.raises(UserError, match="diverged in epoch 2"):
         train.train_and_evaluate(config, tmp_path, quiet=True)
     assert checkpoint.find(tmp_path, "latest")[1] == 1
-    _, params, meta = evaluate.load_run(tmp_path, "latest")
+    _, params, meta = runs.load_run(tmp_path, "latest")
     assert meta["epoch"] == 1
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
     assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
@@ -179,9 +182,9 @@ def test_a_run_without_validation_keeps_the_best_by_train_loss(tmp_path):
 
 def test_default_workdirs_never_collide(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = train.default_workdir(Config())
+    first = runs.default_workdir(Config())
     first.mkdir(parents=True)
-    second = train.default_workdir(Config())
+    second = runs.default_workdir(Config())
     assert second != first and not second.exists() and second.parent == first.parent
 
 

@@ -1,0 +1,133 @@
+"""The train state and the pure train step.
+
+`train_step(state, batch, key) -> (state, metric sums)` runs forward, backward and the optimizer
+update in one function; `make_batch_step` wraps it with the batch's gather, augmentation and
+normalisation on the device. Metrics are sums and counts kept on the device; `summarise` divides
+them on the host once per epoch.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdigits import augment, backend, losses, models, optimizers
+from jaxdigits.config import Config, validate
+from jaxdigits.errors import UserError
+from jaxdigits.inputs import normalise
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 [], optimizer steps taken
+    params: Any
+    opt_state: Any
+
+
+class Setup(NamedTuple):
+    """Everything a run derives from its config and data, shared by train, evaluate and benchmark."""
+    config: Config
+    model: models.Model
+    tx: optax.GradientTransformation
+    image_shape: tuple
+    steps_per_epoch: int
+    mean: float  # Input normalisation: (pixel / 255 - mean) / std.
+    std: float
+
+
+def make_config_model(config: Config, num_classes: int, gradients: bool = True) -> models.Model:
+    """The model a config names, with its --layers choice (auto: fast on CPU, plain elsewhere)
+    and its --cpu_conv choice (oneDNN's gradients or XLA's; `gradients=False`, for a model that
+    is only scored, never looks for oneDNN: the forward is XLA's either way)."""
+    return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
+                             dropout=config.dropout, cpu_layers=backend.cpu_layers(config.layers),
+                             onednn_grads=gradients
+                             and backend.onednn_grads(config.model, config.cpu_conv))
+
+
+def make_setup(config: Config, num_train: int, image_shape, num_classes: int, mean, std) -> Setup:
+    validate(config)
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"--batch_size={config.batch_size} is larger than the {num_train} "
+                        "training examples.")
+    model = make_config_model(config, num_classes)
+    tx = optimizers.make_optimizer(config, steps_per_epoch)
+    return Setup(config, model, tx, tuple(image_shape), steps_per_epoch, float(mean), float(std))
+
+
+def compiler_options(setup: Setup) -> dict:
+    """XLA compile options of the programs that train or score `setup`'s model (`--cpu_conv`)."""
+    return backend.compiler_options(setup.config.cpu_conv)
+
+
+def init_state(setup: Setup, key, tx=None) -> TrainState:
+    """Fresh parameters from `key` and the state of `tx` (default `setup.tx`) for them."""
+    params = models.init_params(setup.model, key, setup.image_shape)
+    tx = setup.tx if tx is None else tx
+    return TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params))
+
+
+def make_train_step(setup: Setup):
+    """The pure step: `train_step(state, batch, key) -> (state, metric sums)`."""
+    model, tx, l2 = setup.model, setup.tx, setup.config.l2
+
+    def loss_fn(params, images, labels, key):
+        logits = model.apply(params, images, train=True, key=key)  # [b, classes]
+        per_example = losses.cross_entropy(logits=logits, labels=labels)  # [b]
+        loss = per_example.mean() + (l2 * losses.l2_penalty(params) if l2 else 0.0)
+        return loss, (per_example, logits)
+
+    def train_step(state: TrainState, batch, key):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, (per_example, logits)), grads = grad_fn(state.params, batch["image"], batch["label"], key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": per_example.sum(),
+                   "correct": (logits.argmax(-1) == batch["label"]).sum(),
+                   "count": jnp.asarray(per_example.shape[0], jnp.int32)}
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def make_batch_step(setup: Setup):
+    """`batch_step(state, acc, data, idx, step_key, mean, std) -> (state, acc)`: one step on
+    `data[idx]`, gathered, augmented and normalised on the device (one member's step in `many`)."""
+    train_step = make_train_step(setup)
+    shift = setup.config.augment_shift
+    rotate, scale = setup.config.augment_rotate, setup.config.augment_scale
+
+    def batch_step(state, acc, data, idx, step_key, mean, std):
+        # Per-step keys depend on the step number only, so a resumed run replays them.
+        dropout_key, augment_key = jax.random.split(jax.random.fold_in(step_key, state.step))
+        images = data.images[idx]  # uint8 [b, H, W, C]
+        if shift:
+            images = augment.random_shift(augment_key, images, shift)
+        if rotate or scale:
+            images = augment.random_rotate_scale(jax.random.fold_in(augment_key, 1), images,
+                                                 rotate, scale)  # float32 from here
+        batch = {"image": normalise(images, mean, std), "label": data.labels[idx]}
+        state, metrics = train_step(state, batch, dropout_key)
+        return state, jax.tree.map(jnp.add, acc, metrics)
+
+    return batch_step
+
+
+def zero_metrics():
+    return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.int32),
+            "count": jnp.zeros((), jnp.int32)}
+
+
+def summarise(acc) -> dict:
+    """Metric sums (on the host) -> {"loss", "accuracy", "count"}: means over the examples seen."""
+    count = max(int(acc["count"]), 1)
+    return {"loss": float(acc["loss"]) / count, "accuracy": int(acc["correct"]) / count,
+            "count": int(acc["count"])}
+
+
+def check_finite(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise UserError(f"training diverged in epoch {epoch}: the loss is {loss}; the checkpoints "
+                        "of earlier epochs are kept. Lower --learning_rate or add --grad_clip.")
