@@ -124,9 +124,11 @@ def start(argv, verbosity=logging.WARNING):
 
 def help_text() -> str:
     """--help: the program's docstring, then its flags by topic (TOPICS order), then the rest."""
-    groups = {topic: [FLAGS[n] for n in names if n in FLAGS] for topic, names in TOPICS.items()}
+    by_module = FLAGS.flags_by_module_dict()  # Topic flags are filed under their topic.
+    groups = {topic: [FLAGS[n] for n in names if FLAGS[n] in by_module.get(topic, [])]
+              for topic, names in TOPICS.items() if topic in by_module}
     program = sys.argv[0]  # absl files the flags a main defines under its path.
-    groups[pathlib.Path(program).stem] = FLAGS.flags_by_module_dict().get(program, [])
+    groups[pathlib.Path(program).stem] = by_module.get(program, [])
     lines = [(sys.modules["__main__"].__doc__ or "").strip(), ""]
     for topic, group in groups.items():
         if group:

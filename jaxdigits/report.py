@@ -91,10 +91,11 @@ def summarise(logits: np.ndarray, labels: np.ndarray, class_names, k: int) -> di
     pairs = sorted(((int(confusion[t, p]), t, p) for t in range(num_classes)
                     for p in range(num_classes) if t != p and confusion[t, p]), key=lambda x: (-x[0], x[1], x[2]))
     name = lambda i: class_names[int(i)]
+    overall = scoring.metrics_of(logits, labels)
     return {
-        "count": int(len(labels)),
-        "accuracy": float((predictions == labels).mean()),
-        "loss": float(-true_log_prob.mean()),
+        "count": overall["count"],
+        "accuracy": overall["accuracy"],
+        "loss": overall["loss"],
         "errors": int((predictions != labels).sum()),
         "classes": list(class_names),
         "per_class": [{"class": name(c), "precision": float(scores["precision"][c]),
