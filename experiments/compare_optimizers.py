@@ -9,7 +9,7 @@ accuracy is over all 10,000 test images. Writes to --workdir: `curves.png` (trai
 validation accuracy per epoch, mean over seeds with the min-max band), `results.md` (the table:
 mean and standard deviation over seeds) and `results.json`. The default budget fits this
 project's busy 2-core CPU in about 15 minutes: the linear model on all 55,000 training images,
-the CNN on a 2,048-image subset only. Result and machine: BUILD_NOTES.md, issue 3.
+the CNN on a 2,048-image subset only. Result and machine: BUILD_NOTES.md, docs/optimizers.md.
 """
 
 import json

@@ -37,11 +37,10 @@ import jax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import data, models
+from jaxdigits import data, models, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 from jaxdigits.metrics import read_jsonl, write_atomic
-from jaxdigits.train import train_and_evaluate
 
 
 def run_one(config: Config, workdir: pathlib.Path, ds: data.Dataset) -> dict:
@@ -49,7 +48,7 @@ def run_one(config: Config, workdir: pathlib.Path, ds: data.Dataset) -> dict:
     if (workdir / "config.json").exists():
         shutil.rmtree(workdir)  # A previous run of this experiment: start it again, timed.
     start = time.perf_counter()
-    final = train_and_evaluate(config, workdir, allow_download=False, quiet=True)
+    final = train.train_and_evaluate(config, workdir, allow_download=False, quiet=True)
     seconds = time.perf_counter() - start
     epochs = [r for r in read_jsonl(workdir / "metrics.jsonl") if "train_loss" in r]
     model = models.make_model(config.model, num_classes=ds.num_classes)

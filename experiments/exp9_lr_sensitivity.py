@@ -38,7 +38,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import losses, models, optimizers, train
+from jaxdigits import inputs, losses, models, optimizers, scoring, step, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 
@@ -60,13 +60,13 @@ def make_trainer(model, config: Config, images, labels, steps: int, batch_size: 
                                  [:per_epoch * batch_size] for e in range(epochs)])
         batches = order.reshape(-1, batch_size)[:steps]  # [steps, b]
 
-        def step(carry, idx):
+        def sgd_step(carry, idx):
             params, opt_state = carry
             loss, grads = jax.value_and_grad(loss_fn)(params, images[idx], labels[idx])
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), batches)
+        (params, _), curve = jax.lax.scan(sgd_step, (params, tx.init(params)), batches)
         return params, curve
 
     return run
@@ -153,20 +153,20 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
     config = dataclasses.replace(Config(), model="mlp", optimizer="sgd", schedule="constant",
                                  max_train_examples=train_examples, validation_size=5000,
                                  seed=seed)
-    _, (tx_images, tx_labels), _, (test_x, test_y) = train.prepare_data(config,
-                                                                        allow_download=False)
+    _, (tx_images, tx_labels), _, (test_x, test_y) = inputs.prepare_data(config,
+                                                                         allow_download=False)
     if len(tx_labels) < batch_size:
         raise UserError(f"--train_examples={train_examples} is smaller than a batch.")
-    mean, std = train.pixel_stats(tx_images)
-    images = train.normalise(jnp.asarray(tx_images), mean, std)  # [n, 28, 28, 1]
+    mean, std = inputs.pixel_stats(tx_images)
+    images = inputs.normalise(jnp.asarray(tx_images), mean, std)  # [n, 28, 28, 1]
     model = models.make_model("mlp")
     init_key, data_key = jax.random.split(jax.random.key(seed))
     params0 = model.init(init_key, images.shape[1:])
     trainer = make_trainer(model, config, images, jnp.asarray(tx_labels), steps, batch_size)
     # The library's evaluator scores every test image; it needs only the model and normalisation.
-    setup = train.Setup(config, model, optax.identity(), tuple(images.shape[1:]), 1, mean, std)
-    evaluate = train.make_evaluator(setup)
-    test = train.to_device(test_x, test_y)
+    setup = step.Setup(config, model, optax.identity(), tuple(images.shape[1:]), 1, mean, std)
+    evaluate = scoring.make_evaluator(setup)
+    test = inputs.to_device(test_x, test_y)
     curves, summary = [], {}
     for lr in rates:
         params, curve = trainer(params0, jnp.float32(lr), data_key)

@@ -1,19 +1,26 @@
-"""Smoke tests of the nine experiments in experiments/: tiny flags, real assertions on results.json;
-and a check that the measurement scripts there call only what jaxdigits has.
+"""Smoke tests of the nine lessons in experiments/: tiny flags, real assertions on results.json;
+that the probes in benchmarks/ import without doing anything, name only what jaxdigits has, and
+run end to end on tiny settings (those `slow`).
 
-Each test calls the experiment's `run(workdir, ...)` in-process (what `main` calls after parsing
-its flags), then checks the JSON it wrote and that every PNG it promised is a real, non-blank image.
+Each lesson test calls the experiment's `run(workdir, ...)` in-process (what `main` calls after
+parsing its flags), then checks the JSON it wrote and that every PNG it promised is a real,
+non-blank image.
 """
 
+import ast
+import importlib
 import json
+import os
+import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
 
-sys.path.insert(0, str(ROOT))  # `experiments` is a folder of scripts beside the package.
+sys.path.insert(0, str(ROOT))  # `experiments` and `benchmarks` are folders beside the package.
 
 from experiments import (exp1_perceptron, exp2_logistic_newton, exp3_moons_mlp,  # noqa: E402
                          exp4_least_squares, exp5_newton_1d, exp6_gd_variants, exp7_conv_slashes,
@@ -141,6 +148,7 @@ def test_model_zoo_table_on_a_budget(tmp_path, no_env):
         exp8_model_zoo.run(tmp_path / "bad", datasets=("mnsit",), train_examples=1024)
 
 
+@pytest.mark.slow
 def test_learning_rate_sensitivity_detects_divergence(tmp_path):
     r = read_results(tmp_path, exp9_lr_sensitivity.run(
         tmp_path, learning_rates=(0.1, 1000.0), steps=30, train_examples=1280))
@@ -168,27 +176,205 @@ def test_experiment_command_line(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
-def test_measurement_scripts_name_only_what_jaxdigits_has():
-    """The speed scripts in experiments/ are run by hand, not here; a renamed or removed jaxdigits
-    function must still fail a test (one script once called a function removed since)."""
-    import ast
-    import importlib
+SCRIPTS = sorted([*(ROOT / "experiments").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
 
+# Run in a fresh process by the import test: imports each module named on the command line, in
+# turn, and prints what importing it did, as JSON on its last line.
+IMPORT_PROBE = r"""
+import builtins, contextlib, importlib, io, json, os, subprocess, sys, threading, time
+
+from absl import app, flags, logging  # noqa: F401  Their own flags are the baseline.
+import jax
+import jaxdigits.benchmark, jaxdigits.serve, jaxdigits.train  # noqa: F401  The library's cost.
+
+did = []
+
+def watch(owner, name, describe):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        what = describe(*args, **kwargs)
+        if what:
+            did.append(what)
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+def writes(file, mode="r", *args, **kwargs):
+    return f"open {file!r} {mode!r}" if set(mode) & set("wax+") else None
+watch(builtins, "open", writes)
+watch(io, "open", writes)
+watch(os, "mkdir", lambda path, *a, **k: f"os.mkdir {path!r}")
+watch(os, "makedirs", lambda path, *a, **k: f"os.makedirs {path!r}")
+watch(os, "system", lambda command: f"os.system {command!r}")
+watch(subprocess.Popen, "__init__", lambda self, args, *a, **k: f"subprocess {args!r}")
+watch(threading.Thread, "start", lambda self: f"thread {self.name}")
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: did.append(f"XLA compile {kw.get('fun_name')}")
+    if event == "/jax/core/compile/backend_compile_duration" else None)
+
+report = {}
+for name in sys.argv[1:]:
+    flags_before, printed = set(flags.FLAGS), io.StringIO()
+    did.clear()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        importlib.import_module(name)
+    report[name] = {"seconds": time.perf_counter() - start, "did": list(did),
+                    "flags": sorted(set(flags.FLAGS) - flags_before),
+                    "printed": printed.getvalue(), "files": sorted(os.listdir("."))}
+print(json.dumps(report))
+"""
+
+
+def test_benchmarks_import_without_doing_anything(tmp_path):
+    """Importing a probe defines no flags, writes no file, starts no process or thread, compiles
+    nothing, prints nothing and takes well under a second: all of that waits for `__main__`.
+    (Four probes once did work when imported, one running `rm -rf` through `os.system`.)"""
+    modules = ["benchmarks", *(f"benchmarks.{name}" for name in BENCHMARKS)]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *modules], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert list(report) == modules
+    for name, r in report.items():
+        assert r["flags"] == [], f"{name} defined flags when imported: {r['flags']}"
+        assert r["did"] == [], f"{name} did this when imported: {r['did']}"
+        assert r["printed"] == "", f"{name} printed when imported: {r['printed']!r}"
+        assert r["files"] == [], f"{name} left files in the working folder: {r['files']}"
+        assert r["seconds"] < 2.0, f"{name} took {r['seconds']:.1f} s to import"
+    assert not list(tmp_path.iterdir())
+
+
+def test_scripts_name_only_what_jaxdigits_has():
+    """Every name the scripts in experiments/ and benchmarks/ take from jaxdigits (or from each
+    other's shared modules) exists: `module.name` after `from jaxdigits import module`, and
+    `from jaxdigits.module import name`. The probes are run by hand, not here, so a renamed or
+    removed function must fail a test (one script once called a function removed since). In
+    benchmarks/ only the `module.name` form is used, so renaming jaxdigits' internals is a
+    mechanical edit."""
+    packages = ("jaxdigits", "benchmarks", "experiments")
     checked = 0
-    for path in sorted((ROOT / "experiments").glob("*.py")):
+    for path in SCRIPTS:
         tree = ast.parse(path.read_text(), filename=str(path))
-        modules = {}  # local name -> jaxdigits module it was imported as
+        where = f"{path.parent.name}/{path.name}"
+        modules = {}  # local name -> the module it was imported as
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "jaxdigits":
-                modules.update({a.asname or a.name: f"jaxdigits.{a.name}" for a in node.names})
+            if isinstance(node, ast.ImportFrom) and node.module in packages:
+                modules.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxdigits."):
+                assert path.parent.name != "benchmarks", \
+                    f"{where}:{node.lineno}: use `from jaxdigits import module` and module.name"
+                module = importlib.import_module(node.module)
+                for a in node.names:
+                    assert hasattr(module, a.name), \
+                        f"{where}:{node.lineno}: {node.module} has no {a.name!r}"
+                    checked += 1
             elif isinstance(node, ast.Import):
-                modules.update({a.asname or a.name: a.name for a in node.names
-                                if a.name.startswith("jaxdigits.") and a.asname})
+                modules.update({a.asname: a.name for a in node.names
+                                if a.name.startswith(packages) and a.asname})
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                     and node.value.id in modules):
                 module = importlib.import_module(modules[node.value.id])
                 assert hasattr(module, node.attr), \
-                    f"{path.name}:{node.lineno}: {modules[node.value.id]} has no {node.attr!r}"
+                    f"{where}:{node.lineno}: {modules[node.value.id]} has no {node.attr!r}"
                 checked += 1
-    assert checked > 50  # The scripts do use jaxdigits this way.
+    assert checked > 100  # The scripts do use jaxdigits this way.
+
+
+def test_config_overrides_from_text():
+    from benchmarks import common
+    from jaxdigits.errors import UserError
+
+    base = common.peers_config(model="mlp")
+    assert (base.optimizer, base.learning_rate, base.augment_shift) == ("momentum", 0.1, 0)
+    config = common.config_with("driver=unroll,steps_per_call=4,hidden=256:128,learning_rate=0.5",
+                                base)
+    assert (config.driver, config.steps_per_call, config.hidden, config.learning_rate) == (
+        "unroll", 4, (256, 128), 0.5)
+    assert config.model == "mlp" and common.config_with("", base) == base
+    with pytest.raises(UserError, match="'learning_rat=1' is not name=value with a Config field"):
+        common.config_with("learning_rat=1", base)
+    with pytest.raises(UserError, match="'batch_size=big': not a valid int for batch_size"):
+        common.config_with("batch_size=big", base)
+
+
+def test_program_hash_command(tmp_path):
+    """The hash is of the program alone: the same in a second process, another for another model."""
+    from benchmarks import program_hash
+
+    done = run_cli("benchmarks.program_hash", "--models=linear,mlp", "--steps=1",
+                   f"--json={tmp_path / 'h.json'}", timeout=120)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "h.json").read_text())
+    assert list(saved["models"]) == ["linear", "mlp"] and saved["steps"] == 1
+    assert saved["models"]["linear"] == program_hash.program_hashes(["linear"], steps=1)["linear"]
+    hashes = {m["hash"] for m in saved["models"].values()}
+    assert len(hashes) == 2 and all(len(h) == 16 for h in hashes)
+    assert "linear " + saved["models"]["linear"]["hash"] in done.stdout
+
+
+@pytest.mark.slow
+def test_compare_steps_on_the_linear_model():
+    from benchmarks import compare_steps
+
+    result = compare_steps.compare("linear", ["driver=step", "driver=unroll,steps_per_call=4"],
+                                   rounds=2, steps=8)
+    step, unroll = result["rows"]
+    assert (step["driver"], step["steps_per_call"]) == ("step", 1)
+    assert (unroll["driver"], unroll["steps_per_call"]) == ("unroll", 4)
+    assert step["speedup"] == 1.0 and unroll["speedup"] > 0
+    assert step["gflops_per_step"] > 0 and unroll["gflops_per_step"] > 0
+    ms = step["ms_per_step"]
+    assert 0 < ms["min"] <= ms["median"] <= ms["max"]
+    assert "driver=unroll,steps_per_call=4" in compare_steps.table(result)
+
+
+def test_profile_step_sums_the_traced_ops(tmp_path, monkeypatch):
+    import tempfile
+
+    from benchmarks import common, profile_step
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    config = common.peers_config(model="mlp", driver="unroll", steps_per_call=2,
+                                 max_train_examples=1024)
+    result = profile_step.profile(config, warmup=1, calls=2, hlo_path=tmp_path / "hlo.txt")
+    assert result["steps_traced"] == 4 and result["named_ms_per_step"] > 0
+    kinds = {row["kind"] for row in result["kinds"]}
+    assert any("dot" in k or "ynn" in k for k in kinds), kinds  # The MLP's matmuls are named.
+    assert "HloModule" in (tmp_path / "hlo.txt").read_text()
+    assert not list((tmp_path / "tmp").iterdir())  # The trace's temporary folder is gone.
+
+
+@pytest.mark.slow
+def test_serve_latency_against_a_running_server(exported_model):
+    from benchmarks import serve_latency
+    from jaxdigits import predictor, serve
+
+    httpd = serve.make_server(predictor.load(exported_model), "127.0.0.1", 0, log=lambda line: None)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        rows = serve_latency.latency(f"http://127.0.0.1:{httpd.server_address[1]}", requests=8)
+    finally:
+        httpd.shutdown()
+    assert [(r["payload"], r["clients"]) for r in rows] == [
+        ("28x28", 1), ("png", 1), ("28x28", 8), ("png", 8)]
+    for r in rows:
+        assert r["requests"] == 8 and 0 < r["median_ms"] <= r["max_ms"]
+        assert r["server_model_median_ms"] > 0 and r["server_preprocess_median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_compare_speed_times_the_mlp_epoch(tmp_path):
+    """Without PyTorch (`--peers=`): the jaxdigits job, its own process, and the matmul roofline."""
+    done = run_cli("benchmarks.compare_speed", "--peers=", "--models=mlp", "--mlp_epochs=1",
+                   "--rounds=1", f"--json={tmp_path / 's.json'}", timeout=300)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "s.json").read_text())
+    [run] = saved["results"]["jaxdigits mlp"]
+    assert run["steps"] == 468 and run["seconds"] > 0 and "--momentum=0.9" in run["cmd"]
+    assert saved["roofline"][0]["gflops"] > 0
+    assert list(saved["ratios"]) == ["jaxdigits mlp GFLOP/s / matmul roofline"]

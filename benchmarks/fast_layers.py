@@ -1,9 +1,14 @@
 """jaxdigits.fastconv's layers against the plain ones, alternating in one process.
 
-    python experiments/fast_layers.py --rounds=7
+    python -m benchmarks.fast_layers --rounds=15 --json=/tmp/fast_layers.json
+
+Result, 2-core Intel Xeon (AVX-512), 2026-12-01 (then `experiments/fast_layers.py`), the seed
+CNN's first layer forward and backward: plain layers 64.0 ms (min 54.8), `conv_relu_pool`
+11.6 ms (min 8.5). The second pooling on the 2-core AMD EPYC (load 7.6, 2026-11-22):
+`nn.max_pool` 101.8 ms (min 77.2), `max_pool_2x2` 6.3 ms (min 1.4). BUILD_NOTES.md.
 
 Each case is jitted forward + backward of a sum of squares, batch 128, compiled with the
-training programs' CPU options (`models.compiler_options()`):
+training programs' CPU options (`backend.compiler_options()`):
 
 - the seed CNN's first layer (conv 5x5x32 on 28x28x1, bias, ReLU, 2x2 max pooling), gradients
   of kernel and bias: the plain layers against `fastconv.conv_relu_pool`;
@@ -11,10 +16,8 @@ training programs' CPU options (`models.compiler_options()`):
   `fastconv.max_pool_2x2`.
 
 Checks that each pair agrees, then prints milliseconds per call, median and min over rounds.
-Results: BUILD_NOTES.md (issue 6).
 """
 
-import statistics
 import time
 
 import flax.linen as nn
@@ -23,9 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jaxdigits import fastconv, models
+from benchmarks import common
+from jaxdigits import backend, errors, fastconv
 
-_ROUNDS = flags.DEFINE_integer("rounds", 7, "Rounds; each times every case once.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_integer("rounds", 7, "Rounds; each times every case once.")
+    flags.DEFINE_string("json", None, "Write the milliseconds of every case and round here.")
 
 
 def plain_first_layer(x, kernel, bias):
@@ -39,6 +48,7 @@ def squares_grad(layer, argnums):
 
 
 def cases():
+    """name -> (function, arguments), in pairs: plain, then fast."""
     keys = jax.random.split(jax.random.key(0), 4)
     images = jax.random.normal(keys[0], (128, 28, 28, 1))
     kernel = jax.random.normal(keys[1], (5, 5, 1, 32)) * 0.2
@@ -53,24 +63,36 @@ def cases():
     }
 
 
-def main(argv):
-    del argv  # Unused.
-    compiled = {name: (jax.jit(fn).lower(*args).compile(models.compiler_options()), args)
+def compare(rounds: int) -> dict:
+    compiled = {name: (jax.jit(fn).lower(*args).compile(backend.compiler_options()), args)
                 for name, (fn, args) in cases().items()}
     outputs = [fn(*args) for fn, args in compiled.values()]
     for name, a, b in [("layer 1", outputs[0], outputs[1]), ("pool 2", outputs[2], outputs[3])]:
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4 * float(jnp.abs(y).max()))
         print(f"{name}: the two formulations agree")
-    times = {name: [] for name in compiled}
-    for _ in range(_ROUNDS.value):
-        for name, (fn, args) in compiled.items():
+
+    def timer(fn, args):
+        def call():
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    for name, t in times.items():
-        print(f"{name:24s} median {statistics.median(t) * 1e3:7.2f} ms  min {min(t) * 1e3:7.2f} ms")
+            return 1e3 * (time.perf_counter() - start)
+        return call
+
+    ms = common.alternate({name: timer(*c) for name, c in compiled.items()}, rounds,
+                          lambda t: f"{t:7.2f} ms")
+    return {"ms": ms, "summary": {name: common.spread(t) for name, t in ms.items()},
+            "machine": common.machine()}
+
+
+def main(argv):
+    common.start(argv)
+    result = compare(FLAGS.rounds)
+    for name, s in result["summary"].items():
+        print(f"{name:24s} median {s['median']:7.2f} ms  min {s['min']:7.2f} ms")
+    common.write_json(FLAGS.json, result)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    app.run(errors.report_user_errors(main))
