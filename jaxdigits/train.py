@@ -21,7 +21,7 @@ from jaxdigits import checkpoint, cli, drivers, inputs, many, models, optimizers
 from jaxdigits import scoring, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
-from jaxdigits.metrics import MetricWriter
+from jaxdigits.metrics import MetricWriter, write_atomic
 
 
 class Loop(NamedTuple):
@@ -64,7 +64,7 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
     if primary and not exists:
-        runs.write_atomic(workdir / "config.json", config.to_json())
+        write_atomic(workdir / "config.json", config.to_json())
 
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
     state, history = restore(workdir, saved, step.init_state(setup, init_key), config.epochs)
