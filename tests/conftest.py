@@ -1,6 +1,7 @@
 """Shared fixtures: the bundled MNIST, loaded once per test session."""
 
 import contextlib
+import functools
 import os
 import pathlib
 import sys
@@ -34,14 +35,70 @@ def run_cli(*args, timeout=300, env=None):
                           timeout=timeout, cwd=ROOT, env=full_env)
 
 
+# Runs one program's main for several command lines in one Python process: each case exactly as
+# `cli.run` does (absl's app.run over the main wrapped by report_user_errors, --help by cli.parse),
+# its flags reset in between, its stdout and stderr captured and its exit code kept. A Python
+# start with jax's import costs seconds; many refused command lines need only one.
+_CASES = r"""
+import contextlib, importlib, io, json, os, sys, traceback
+from absl import app, flags
+from jaxdigits import cli
+from jaxdigits.errors import report_user_errors
+program, define, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+module = importlib.import_module(program)
+module_name, function = define.split(":")
+getattr(importlib.import_module(module_name), function)()
+results = []
+for case in cases:
+    flags.FLAGS.unparse_flags()
+    environ = dict(os.environ)
+    os.environ.update(case["env"])
+    argv = sys.argv = [module.__file__, *case["args"]]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            app.run(report_user_errors(module.main), argv=argv, flags_parser=cli.parse)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    os.environ.clear()
+    os.environ.update(environ)
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print("CASES " + json.dumps(results))
+"""
+
+
+def run_cli_cases(program: str, define: str, cases, timeout=300):
+    """`python -m PROGRAM ARGS` for each (ARGS, extra environment) of `cases`, all in one process
+    (see _CASES): `define` ("module:function") defines the program's flags, as its __main__ block
+    does. Returns one CompletedProcess-like result (returncode, stdout, stderr) per case, and
+    asserts that nothing was written outside the cases (no import-time warning, no crash)."""
+    import json
+    import subprocess
+    import types
+
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cases = [{"args": [str(a) for a in args], "env": env or {}} for args, env in cases]
+    proc = subprocess.run([sys.executable, "-c", _CASES, program, define, json.dumps(cases)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("CASES ")]
+    return [types.SimpleNamespace(**r) for r in json.loads(line[len("CASES "):])]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A small MLP trained for a few seconds on 20,000 images (about 95 % test accuracy)."""
+    """A small MLP trained for a few seconds on 20,000 images (about 95 % test accuracy). One step
+    per call: the same numbers as the default 8 (test_train), a second less compiling."""
     from jaxdigits import train
     from jaxdigits.config import Config
 
     workdir = tmp_path_factory.mktemp("tiny") / "run"
-    config = Config(model="mlp", hidden=(128,), epochs=4, max_train_examples=20000, validation_size=1000)
+    config = Config(model="mlp", hidden=(128,), epochs=4, max_train_examples=20000, validation_size=1000,
+                    driver="step")
     final = train.train_and_evaluate(config, workdir, quiet=True, allow_download=False)
     return workdir, final
 
@@ -77,6 +134,7 @@ def count_compiles(name: str):
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@functools.cache  # Per process: test_fastconv and test_onednn both compare against "eigen".
 def train_cnn_two_steps(cpu_conv: str):
     """(state, compiled HLO text) after two momentum steps of the seed CNN on 64 random images
     with `--cpu_conv=cpu_conv`, asserting that the step compiled once."""

@@ -14,6 +14,8 @@ import pytest
 
 from jaxdigits import predictor, serve
 
+pytestmark = pytest.mark.slow  # A browser's start, and mouse strokes drawn one by one.
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

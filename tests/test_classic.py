@@ -41,13 +41,16 @@ def test_armijo_condition_holds_for_the_accepted_step():
 
 
 def test_newton_solves_a_quadratic_in_one_step_and_rosenbrock_quickly():
-    a = jax.random.normal(jax.random.key(0), (5, 5))
+    # Each solve is jitted whole: one program each, not dozens of op-by-op compiles.
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((5, 5), np.float32))
     hessian, b = a @ a.T + jnp.eye(5), jnp.arange(5.0)
     f = lambda x: 0.5 * x @ hessian @ x - b @ x
-    result = classic.newton(f, jnp.zeros(5), num_steps=3, tol=1e-4)  # tol above float32 roundoff.
-    np.testing.assert_allclose(result.x, jnp.linalg.solve(hessian, b), rtol=1e-4, atol=1e-5)
+    result, exact = jax.jit(lambda x0: (classic.newton(f, x0, num_steps=3, tol=1e-4),  # tol above float32 roundoff.
+                                        jnp.linalg.solve(hessian, b)))(jnp.zeros(5))
+    np.testing.assert_allclose(result.x, exact, rtol=1e-4, atol=1e-5)
     assert int(result.steps_taken) == 1
-    result = classic.newton(rosenbrock, {"x": jnp.array(-1.2), "y": jnp.array(1.0)}, num_steps=40)
+    result = jax.jit(lambda x0: classic.newton(rosenbrock, x0, num_steps=40))(
+        {"x": jnp.array(-1.2), "y": jnp.array(1.0)})
     np.testing.assert_allclose([result.x["x"], result.x["y"]], [1.0, 1.0], rtol=1e-4)
     assert int(result.steps_taken) < 40  # Armijo gradient descent takes thousands here.
 
@@ -55,12 +58,18 @@ def test_newton_solves_a_quadratic_in_one_step_and_rosenbrock_quickly():
 def test_newton_guard_descends_at_a_saddle_and_a_singular_hessian():
     saddle = lambda x: x[0] ** 2 - x[1] ** 2 + 0.25 * x[1] ** 4  # Saddle at 0, minima at y = +-sqrt(2).
     x0 = jnp.array([0.0, 0.1])
-    plain = -jnp.linalg.solve(jax.hessian(saddle)(x0), jax.grad(saddle)(x0))
-    assert float(jax.grad(saddle)(x0) @ plain) > 0  # The unguarded step climbs towards the saddle.
-    d = classic.newton_direction(jax.hessian(saddle)(x0), jax.grad(saddle)(x0))
-    assert float(jax.grad(saddle)(x0) @ d) < 0
-    result = classic.newton(saddle, x0, num_steps=50)
+
+    @jax.jit
+    def slopes(x):
+        """<g, d> for the unguarded Newton step and for the guarded one."""
+        hessian, g = jax.hessian(saddle)(x), jax.grad(saddle)(x)
+        return g @ -jnp.linalg.solve(hessian, g), g @ classic.newton_direction(hessian, g)
+
+    plain, guarded = slopes(x0)
+    assert float(plain) > 0  # The unguarded step climbs towards the saddle.
+    assert float(guarded) < 0
+    result = jax.jit(lambda x: classic.newton(saddle, x, num_steps=50))(x0)
     np.testing.assert_allclose(jnp.abs(result.x), [0.0, jnp.sqrt(2.0)], atol=1e-4)
     flat = lambda x: (x[0] - 1.0) ** 2  # Hessian [[2, 0], [0, 0]] is singular.
-    result = classic.newton(flat, jnp.array([3.0, 5.0]), num_steps=5)
+    result = jax.jit(lambda x: classic.newton(flat, x, num_steps=5))(jnp.array([3.0, 5.0]))
     assert bool(jnp.all(jnp.isfinite(result.x))) and abs(float(result.x[0]) - 1.0) < 1e-4

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_compare_optimizers_writes_table_and_curves(tmp_path):
     proc = subprocess.run(
         [sys.executable, "experiments/compare_optimizers.py", f"--workdir={tmp_path}", "--models=linear",

@@ -50,6 +50,7 @@ def test_perceptron_separates_the_points(tmp_path):
     assert_png(tmp_path / "perceptron.png")
 
 
+@pytest.mark.slow
 def test_logistic_gradient_descent_agrees_with_newton(tmp_path):
     r = read_results(tmp_path, exp2_logistic_newton.run(tmp_path, points=100, steps=5000))
     gd, nt = r["gradient_descent"], r["newton"]
@@ -60,6 +61,7 @@ def test_logistic_gradient_descent_agrees_with_newton(tmp_path):
     assert_png(tmp_path / "logistic.png")
 
 
+@pytest.mark.slow
 def test_moons_mlp_learns_the_moons(tmp_path):
     r = read_results(tmp_path, exp3_moons_mlp.run(tmp_path, points=400, steps=1000))
     assert r["layers"] == [2, 4, 2, 1] and r["test_count"] == 80
@@ -100,6 +102,7 @@ def test_newton_converges_to_nine_quarters_and_backtracking_finds_a_quarter(tmp_
     assert_png(tmp_path / "newton_1d.png")
 
 
+@pytest.mark.slow
 def test_gradient_descent_variants(tmp_path):
     r = read_results(tmp_path, exp6_gd_variants.run(tmp_path, points=200, iterations=120))
     methods = r["methods"]
@@ -113,6 +116,7 @@ def test_gradient_descent_variants(tmp_path):
     assert_png(tmp_path / "gd_variants.png")
 
 
+@pytest.mark.slow
 def test_conv_relu_pool_on_slashes(tmp_path):
     params = exp7_conv_slashes.init(exp7_conv_slashes.jax.random.key(0),
                                     exp7_conv_slashes.FIXED_KERNELS)
@@ -133,6 +137,7 @@ def test_conv_relu_pool_on_slashes(tmp_path):
         assert_png(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_model_zoo_table_on_a_budget(tmp_path, no_env):
     r = read_results(tmp_path, exp8_model_zoo.run(
         tmp_path, datasets=("mnist", "kmnist"), model_names=("linear",), train_examples=2048,
@@ -163,6 +168,7 @@ def test_learning_rate_sensitivity_detects_divergence(tmp_path):
     assert_png(tmp_path / "lr_sensitivity.png")
 
 
+@pytest.mark.slow
 def test_experiment_command_line(tmp_path):
     done = run_cli("experiments.exp4_least_squares", "--steps=100", f"--workdir={tmp_path / 'ok'}",
                    timeout=120)
@@ -301,6 +307,7 @@ def test_config_overrides_from_text():
         common.config_with("batch_size=big", base)
 
 
+@pytest.mark.slow
 def test_program_hash_command(tmp_path):
     """The hash is of the program alone: the same in a second process, another for another model."""
     from benchmarks import program_hash

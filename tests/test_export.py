@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
-from jaxdigits import evaluate, export, inputs, predictor, runs, step
+from conftest import ROOT, run_cli_cases
+from jaxdigits import evaluate, export, inputs, models, predictor, runs, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -74,15 +74,20 @@ def test_damaged_or_foreign_model_folders(exported_model, tmp_path):
         predictor.load(exported_model).predict(np.zeros((2, 28, 27)))
 
 
+@pytest.mark.slow
 def test_export_command(tiny_run, tmp_path):
-    out = tmp_path / "model"
+    """Refused over a folder of other files; written into an empty one (both command lines in
+    one process, see run_cli_cases)."""
+    stale, out = tmp_path / "stale", tmp_path / "model"
+    stale.mkdir()
+    (stale / "stale.txt").write_text("not a model")
     out.mkdir()
-    (out / "stale.txt").write_text("not a model")
-    proc = run_cli("jaxdigits.export", f"--workdir={tiny_run[0]}", f"--out={out}")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: {out} exists and is not an exported model; pass a new or empty --out."]
-    (out / "stale.txt").unlink()
-    proc = run_cli("jaxdigits.export", f"--workdir={tiny_run[0]}", f"--out={out}")
+    refused, proc = run_cli_cases("jaxdigits.export", "jaxdigits.export:define_flags", [
+        ([f"--workdir={tiny_run[0]}", f"--out={stale}"], None),
+        ([f"--workdir={tiny_run[0]}", f"--out={out}"], None)])
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"error: {stale} exists and is not an exported model; pass a new or empty --out."]
+    assert [p.name for p in stale.iterdir()] == ["stale.txt"]
     assert proc.returncode == 0, proc.stderr
     manifest = predictor.load(out).manifest
     assert (f"test accuracy {100 * manifest['accuracy']['test']:.2f}% on all 10000 images" in proc.stderr
@@ -118,17 +123,17 @@ def test_export_for_several_platforms(tiny_run, exported_model, mnist):
         predictor.from_parts(manifest, export.export_program(setup, params, ("cuda",)), reference.params)
 
 
-@pytest.mark.parametrize("layers", ["fast", "plain"])
+@pytest.mark.parametrize("layers", [pytest.param("fast", marks=pytest.mark.slow), "plain"])
 def test_exported_cnn_gives_the_models_outputs_at_any_batch_size(layers, mnist):
     """The CNN's program (on CPU its first layer is fastconv.conv_relu_pool, whose reshapes must
     hold for a symbolic batch) gives model.apply's logits."""
     setup = step.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.13, 0.31)
-    params = setup.model.init(jax.random.key(0), (28, 28, 1))
+    params = models.init_params(setup.model, jax.random.key(0), (28, 28, 1))
     manifest = {"format": predictor.FORMAT, "input": {"shape": ["b", 28, 28, 1]}}
     model = predictor.from_parts(manifest, export.export_program(setup, params),
                                  jax.tree.leaves(params))
     images = mnist.test_images[:5]
-    expected = np.asarray(setup.model.apply(params, inputs.normalise(images, 0.13, 0.31)))
+    expected = np.asarray(jax.jit(setup.model.apply)(params, inputs.normalise(images, 0.13, 0.31)))
     for batch in (1, 5):
         out = model.outputs(images[:batch].astype(np.float32) / 255.0)
         np.testing.assert_allclose(out["logits"], expected[:batch], rtol=1e-5, atol=1e-5)

@@ -23,13 +23,31 @@ def _plain_pool(x):
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
+def _normals(*shapes):
+    """Standard normal float32 arrays of these shapes, seeded (numpy's: drawing them with
+    jax.random compiles a program per shape, seconds for nothing under test)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape, np.float32) for shape in shapes]
+
+
+def _value_and_vjp(f):
+    """jit(x..., g -> (f(x...), vjp(g))): the layer as training runs it, one program, not op by
+    op (which compiles every slice and pad of conv_relu_pool on its own)."""
+    @jax.jit
+    def run(*args):
+        y, vjp = jax.vjp(f, *args[:-1])
+        return y, vjp(args[-1])
+    return run
+
+
 @pytest.mark.parametrize("shape", [(3, 8, 8, 5), (2, 7, 9, 4)])  # Odd sizes drop a row/column.
 def test_max_pool_equals_flax_value_and_gradient(shape):
-    x = jax.random.normal(jax.random.key(0), shape)
-    g = jax.random.normal(jax.random.key(1), _plain_pool(x).shape)
-    np.testing.assert_array_equal(fastconv.max_pool_2x2(x), _plain_pool(x))
-    grad = lambda pool: jax.vjp(pool, x)[1](g)[0]
-    np.testing.assert_array_equal(grad(fastconv.max_pool_2x2), grad(_plain_pool))
+    x, g = _normals(shape, (shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+    (y, (dx,)), (y_ref, (dx_ref,)) = (_value_and_vjp(pool)(x, g)
+                                      for pool in (fastconv.max_pool_2x2, _plain_pool))
+    assert y.shape == y_ref.shape == g.shape
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
 
 
 def test_max_pool_gradient_on_ties_goes_to_the_first_maximum_like_select_and_scatter():
@@ -50,17 +68,17 @@ def _plain_conv_relu_pool(x, kernel, bias):
 @pytest.mark.parametrize("shape, size", [((4, 10, 12, 1), 5), ((3, 28, 28, 1), 3),
                                          ((2, 7, 9, 1), 5), ((2, 8, 6, 3), 3)])
 def test_conv_relu_pool_equals_the_plain_layers_value_and_gradients(shape, size):
-    x = jax.random.normal(jax.random.key(0), shape)
-    kernel = jax.random.normal(jax.random.key(1), (size, size, shape[-1], 6)) * 0.3
-    bias = jax.random.normal(jax.random.key(2), (6,)) * 0.3
-    y, vjp = jax.vjp(fastconv.conv_relu_pool, x, kernel, bias)
-    y_ref, vjp_ref = jax.vjp(_plain_conv_relu_pool, x, kernel, bias)
+    x, kernel, bias, g = _normals(shape, (size, size, shape[-1], 6), (6,),
+                                  (shape[0], shape[1] // 2, shape[2] // 2, 6))
+    kernel, bias = kernel * np.float32(0.3), bias * np.float32(0.3)
+    y, grads = _value_and_vjp(fastconv.conv_relu_pool)(x, kernel, bias, g)
+    y_ref, grads_ref = _value_and_vjp(_plain_conv_relu_pool)(x, kernel, bias, g)
     assert y.shape == y_ref.shape == (shape[0], shape[1] // 2, shape[2] // 2, 6)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
     assert 0 < float((y > 0).mean()) < 1  # Both sides of the ReLU are exercised.
-    g = jax.random.normal(jax.random.key(3), y.shape)
-    for a, b in zip(vjp(g), vjp_ref(g)):  # Input, kernel and bias gradients.
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+    assert len(grads) == len(grads_ref) == 3
+    for a, b in zip(grads, grads_ref):  # Input, kernel and bias gradients.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
 
 def test_conv_relu_pool_ties_and_dead_units_match_the_plain_layers_exactly():
@@ -70,20 +88,22 @@ def test_conv_relu_pool_ties_and_dead_units_match_the_plain_layers_exactly():
     kernel = jnp.ones((3, 3, 1, 2))
     bias = jnp.array([0.5, -20.0])
     g = jnp.arange(1.0, 19.0).reshape(1, 3, 3, 2)
-    y, vjp = jax.vjp(fastconv.conv_relu_pool, x, kernel, bias)
-    y_ref, vjp_ref = jax.vjp(_plain_conv_relu_pool, x, kernel, bias)
+    y, grads = _value_and_vjp(fastconv.conv_relu_pool)(x, kernel, bias, g)
+    y_ref, grads_ref = _value_and_vjp(_plain_conv_relu_pool)(x, kernel, bias, g)
     np.testing.assert_array_equal(y, y_ref)
-    grads = vjp(g)
-    for a, b in zip(grads, vjp_ref(g)):
+    assert len(grads) == len(grads_ref) == 3
+    for a, b in zip(grads, grads_ref):
         np.testing.assert_array_equal(a, b)
     assert float(grads[2][1]) == 0.0
 
 
+@pytest.mark.slow
 def test_cnn_fast_and_plain_layers_agree_in_logits_and_gradients():
     fast, plain = (models.make_model("cnn", cpu_layers=c) for c in (True, False))
-    params = plain.init(jax.random.key(0), (28, 28, 1))
-    jax.tree.map(np.testing.assert_array_equal, params, fast.init(jax.random.key(0), (28, 28, 1)))
-    x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
+    init = lambda model: jax.jit(model.init, static_argnums=1)(jax.random.key(0), (28, 28, 1))
+    params = init(plain)
+    jax.tree.map(np.testing.assert_array_equal, params, init(fast))
+    (x,) = _normals((8, 28, 28, 1))
     labels = jnp.arange(8) % 10
 
     def loss(model):
@@ -103,14 +123,17 @@ def test_layers_flag_picks_the_formulation_and_auto_follows_the_backend():
         setup = step.make_setup(config, 256, (28, 28, 1), 10, 0.1, 0.3)
         return setup
     assert backend.default_cpu_layers() == (jax.default_backend() == "cpu")
+    # The parameters' shapes are all make_jaxpr needs: nothing is initialised or compiled.
+    params = jax.eval_shape(lambda: module_of("plain").model.init(jax.random.key(0), (28, 28, 1)))
     for layers in ("fast", "plain", "auto"):
         jaxpr = str(jax.make_jaxpr(lambda p, x: module_of(layers).model.apply(p, x))(
-            module_of("plain").model.init(jax.random.key(0), (28, 28, 1)), jnp.zeros((2, 28, 28, 1))))
+            params, jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)))
         expect_fast = layers == "fast" or (layers == "auto" and jax.default_backend() == "cpu")
         assert ("custom_vjp_call" in jaxpr) == expect_fast
         assert ("reduce_window_max" in jaxpr) == (not expect_fast)
 
 
+@pytest.mark.slow
 def test_the_speedrun_recipe_is_a_config_and_flags_override_it(tmp_path):
     from conftest import run_cli
 
@@ -125,6 +148,7 @@ def test_the_speedrun_recipe_is_a_config_and_flags_override_it(tmp_path):
     assert saved["epochs"] == 1 and "Test accuracy" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cnn_small", "cnn_tiny"])  # 5x5 and 3x3 kernels.
 def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
     def run(layers):
@@ -148,6 +172,7 @@ def test_fast_cnn_step_compiles_once_and_matches_plain_training(mnist, model):
                  fast.params, plain.params)
 
 
+@pytest.mark.slow
 def test_cpu_conv_picks_xla_cpu_kernels_and_keeps_the_math():
     """--cpu_conv=eigen (and auto) takes the convolutions of the training program from YNNPACK;
     ynnpack keeps them; the trained parameters agree to float tolerance (BUILD_NOTES.md, issue 6)."""

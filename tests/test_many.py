@@ -45,6 +45,7 @@ def seed_run(tmp_path_factory):
     return path, train.train_and_evaluate(SEEDS, path, quiet=True)
 
 
+@pytest.mark.slow
 def test_four_seeds_in_one_program_equal_four_separate_runs(seed_run, tmp_path):
     path, result = seed_run
     configs = members.member_configs(SEEDS)
@@ -58,6 +59,7 @@ def test_four_seeds_in_one_program_equal_four_separate_runs(seed_run, tmp_path):
     assert len({m["test_accuracy"] for m in result["members"]}) > 1  # Different seeds, models.
 
 
+@pytest.mark.slow
 def test_evaluate_reports_members_and_the_ensemble(seed_run):
     path, result = seed_run
     out = ensemble.evaluate_ensemble(members.member_paths(path), which="latest")
@@ -65,7 +67,7 @@ def test_evaluate_reports_members_and_the_ensemble(seed_run):
     logits = []
     for k in range(4):
         setup, params, _ = runs.load_run(path / f"member_{k}", "latest")
-        images = setup.model.apply(params, inputs.normalise(
+        images = jax.jit(setup.model.apply)(params, inputs.normalise(
             inputs.prepare_data(setup.config)[3][0], setup.mean, setup.std))
         logits.append(jax.nn.softmax(images))
     labels = inputs.prepare_data(SEEDS)[3][1]
@@ -80,6 +82,7 @@ def test_evaluate_reports_members_and_the_ensemble(seed_run):
     assert "ensemble" not in val  # Each seed carved its own validation split.
 
 
+@pytest.mark.slow
 def test_a_sweep_equals_separate_runs_and_writes_its_table(tmp_path):
     result = train.train_and_evaluate(SWEEP, tmp_path / "sweep", quiet=True)
     configs = members.member_configs(SWEEP)
@@ -96,6 +99,7 @@ def test_a_sweep_equals_separate_runs_and_writes_its_table(tmp_path):
     assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_an_interrupted_many_model_run_resumes_exactly(tmp_path, monkeypatch):
     config = dataclasses.replace(SWEEP, sweep="learning_rate=0.01,0.1")
     whole = train.train_and_evaluate(config, tmp_path / "whole", quiet=True)
@@ -131,6 +135,7 @@ def test_bad_sweeps_are_refused():
         validate(Config(num_models=0))
 
 
+@pytest.mark.slow
 def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, monkeypatch):
     """A learning rate that overflows in the first epoch: that member stops saving, leaves the
     ensemble and evaluate's members; the other member is its separate run, to float tolerance."""
@@ -150,6 +155,7 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, monkeypatc
     assert train.train_and_evaluate(config, tmp_path / "sweep", quiet=True) == result
 
 
+@pytest.mark.slow
 def test_a_run_whose_every_member_diverges_stops_with_one_sentence(tmp_path):
     proc = run_cli("jaxdigits.train", "--model=linear", "--optimizer=sgd", "--schedule=constant", "--epochs=2",
                    "--sweep=learning_rate=1e38,3e38", "--max_train_examples=256",
@@ -160,6 +166,7 @@ def test_a_run_whose_every_member_diverges_stops_with_one_sentence(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cnn_members_looped_on_cpu_equal_separate_runs_and_the_vmapped_step(tmp_path):
     """On CPU conv-net members are looped inside the step (no grouped convolutions); either
     arrangement is the separate runs' math."""

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import backend, onednn, step
+from jaxdigits import backend, models, onednn, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from conftest import train_cnn_two_steps
@@ -24,6 +24,13 @@ needs_onednn = pytest.mark.skipif(
 def _lax_conv(x, kernel):
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _normals(seed, *shapes):
+    """Seeded standard normal float32 arrays (numpy's: jax.random would compile a program per
+    shape, seconds for nothing under test)."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape, np.float32) for shape in shapes]
 
 
 def _vjp(conv, x, kernel, dy):
@@ -44,10 +51,8 @@ def test_onednn_is_ready_here():
     (2, 6, 5, 1, 4, 7),  # One input channel, a kernel wider than the image.
 ])
 def test_gradients_equal_lax(n, h, w, cin, cout, k):
-    keys = jax.random.split(jax.random.key(k), 3)
-    x = jax.random.normal(keys[0], (n, h, w, cin))
-    kernel = jax.random.normal(keys[1], (k, k, cin, cout)) * 0.1
-    dy = jax.random.normal(keys[2], (n, h, w, cout))
+    x, kernel, dy = _normals(k, (n, h, w, cin), (k, k, cin, cout), (n, h, w, cout))
+    kernel *= np.float32(0.1)
     expected = jax.jit(lambda *a: _vjp(_lax_conv, *a))(x, kernel, dy)
     got = jax.jit(lambda *a: _vjp(onednn.conv, *a))(x, kernel, dy)
     np.testing.assert_array_equal(got[0], expected[0])  # The forward is lax's own.
@@ -57,8 +62,8 @@ def test_gradients_equal_lax(n, h, w, cin, cout, k):
 
 @needs_onednn
 def test_custom_calls_are_in_the_program_repeat_bit_for_bit_even_concurrently_and_vmap():
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 6))
-    kernels = jax.random.normal(jax.random.key(1), (3, 5, 5, 6, 8)) * 0.1  # 3 models.
+    x, kernels = _normals(0, (4, 8, 8, 6), (3, 5, 5, 6, 8))  # 3 models' kernels.
+    kernels *= np.float32(0.1)
     loss = lambda kernel, x: (onednn.conv(x, kernel) ** 2).sum()
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
     hlo = grad.lower(kernels[0], x).compile().as_text()
@@ -78,8 +83,7 @@ def test_custom_calls_are_in_the_program_repeat_bit_for_bit_even_concurrently_an
 @pytest.mark.parametrize("strides, padding, groups", [
     ((2, 2), "SAME", 1), ((1, 1), "VALID", 1), ((1, 1), ((1, 1), (2, 2)), 1), ((1, 1), "SAME", 2)])
 def test_other_convolutions_stay_with_lax(strides, padding, groups):
-    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
-    kernel = jax.random.normal(jax.random.key(1), (5, 5, 4 // groups, 6))
+    x, kernel = _normals(0, (2, 9, 9, 4), (5, 5, 4 // groups, 6))
     args = (x, kernel, strides, padding)
     kw = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
     f = lambda conv: jax.jit(jax.grad(lambda x, k: (conv(x, k, *args[2:], **kw) ** 2).sum()))
@@ -89,6 +93,7 @@ def test_other_convolutions_stay_with_lax(strides, padding, groups):
                                   f(jax.lax.conv_general_dilated)(x, kernel))
 
 
+@pytest.mark.slow
 @needs_onednn
 def test_cnn_trains_the_same_with_onednn_gradients():
     """The seed CNN, two momentum steps, --cpu_conv=onednn against eigen: same parameters to
@@ -120,8 +125,8 @@ def test_a_model_only_scored_never_looks_for_onednn(monkeypatch):
         raise AssertionError("looked for oneDNN")
     monkeypatch.setattr(onednn, "unavailable", looked)
     model = step.make_config_model(Config(model="cnn", cpu_conv="onednn"), 10, gradients=False)
-    params = model.init(jax.random.key(0), (28, 28, 1))
-    assert model.apply(params, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
+    params = models.init_params(model, jax.random.key(0), (28, 28, 1))
+    assert jax.jit(model.apply)(params, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
 
 
 def test_library_build_reports_a_missing_compiler_or_onednn(monkeypatch, tmp_path):
@@ -135,6 +140,7 @@ def test_library_build_reports_a_missing_compiler_or_onednn(monkeypatch, tmp_pat
         onednn._library()
 
 
+@pytest.mark.slow  # Builds the library with g++.
 @needs_onednn
 def test_library_is_built_atomically_once(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXDIGITS_CACHE_DIR", str(tmp_path))

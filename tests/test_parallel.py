@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from jaxdigits import parallel, runs, train
-from jaxdigits.config import Config
+from jaxdigits import parallel, runs
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
 
@@ -51,12 +50,20 @@ def _same_run(a, b):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), pa, pb)
 
 
-def test_four_devices_give_the_same_run_as_one(tmp_path):
+@pytest.fixture(scope="module")
+def one_and_four(tmp_path_factory):
+    """SCRIPT's runs on a forced 4-device CPU: (folder with one/ and four/, CompletedProcess)."""
+    folder = tmp_path_factory.mktemp("parallel")
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     config = json.dumps({**ARGS, "hidden": list(ARGS["hidden"])})
-    out = subprocess.run([sys.executable, "-c", SCRIPT, config, str(tmp_path)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    return folder, subprocess.run([sys.executable, "-c", SCRIPT, config, str(folder)], cwd=ROOT,
+                                  env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_four_devices_give_the_same_run_as_one(one_and_four):
+    tmp_path, out = one_and_four
     assert out.returncode == 0, out.stderr[-2000:]
     assert "cpu (cpu) x1," in out.stdout and "cpu (cpu) x4," in out.stdout
     assert "UserError: --batch_size=66 does not split evenly across 4 devices" in out.stdout
@@ -69,8 +76,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_give_the_same_run_as_one(tmp_path):
-    """Two processes on loopback (gloo CPU collectives), one CPU device each, one workdir."""
+@pytest.mark.slow
+def test_two_processes_give_the_same_run_as_one(tmp_path, one_and_four):
+    """Two processes on loopback (gloo CPU collectives), one CPU device each, one workdir; the
+    run on one device is the one of SCRIPT (the same ARGS, devices=1)."""
     port, workdir = _free_port(), tmp_path / "two"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
            "JAX_NUM_PROCESSES": "2"}
@@ -82,8 +91,9 @@ def test_two_processes_give_the_same_run_as_one(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert "x2 in 2 processes" in outputs[0][0] and "Test accuracy" in outputs[0][0]
     assert "Test accuracy" not in outputs[1][0]  # Process 1 prints nothing of its own (gloo does).
-    train.train_and_evaluate(Config(**ARGS), tmp_path / "one", quiet=True)
-    _same_run(tmp_path / "one", workdir)
+    one, out = one_and_four
+    assert out.returncode == 0, out.stderr[-2000:]
+    _same_run(one / "one", workdir)
     assert json.loads((workdir / "results.json").read_text())["test_count"] == 10000
 
 

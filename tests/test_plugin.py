@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_cli_cases
 from jaxdigits import checkpoint, evaluate, optimizers, plugin, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
@@ -57,6 +57,7 @@ def test_learning_rate_goes_to_the_factory_or_is_chained_after_it():
             np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_resume_with_a_plug_in(tmp_path):
     """Trained from the command line; the spec and its arguments are saved, so evaluate rebuilds
     it and a resumed run ends equal to the uninterrupted one."""
@@ -112,10 +113,12 @@ def test_plug_in_mistakes_are_one_sentence(tmp_path, optimizer, args, message):
 
 def test_train_cli_refuses_a_bad_plug_in(tmp_path):
     path = _write(tmp_path, BAD)
-    for optimizer, args, message in [(f"{path}:not_a_tx", "", "not an optax.GradientTransformation"),
-                                     (f"{path}:needs", "b3=1", "takes no argument 'b3'")]:
-        proc = run_cli("jaxdigits.train", *QUICK, f"--optimizer={optimizer}",
-                       f"--optimizer_args={args}", f"--workdir={tmp_path / 'run'}")
+    cases = [(f"{path}:not_a_tx", "", "not an optax.GradientTransformation"),
+             (f"{path}:needs", "b3=1", "takes no argument 'b3'")]
+    results = run_cli_cases("jaxdigits.train", "jaxdigits.cli:define_train_flags", [
+        ([*QUICK, f"--optimizer={optimizer}", f"--optimizer_args={args}",
+          f"--workdir={tmp_path / 'run'}"], None) for optimizer, args, _ in cases])
+    for (_, _, message), proc in zip(cases, results):
         assert proc.returncode == 2
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1

@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
+
 from conftest import ROOT
 from jaxdigits import optimizers
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert len(blocks) >= 2

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,7 @@ def _run(setup, data, driver, steps, steps_per_call):
     return state, acc, run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_drivers_compute_the_same_steps(mnist, model):
     """Same data, keys, dropout and augmentation whatever the driver; the programs differ only in
@@ -80,6 +82,7 @@ def test_evaluation_scores_every_example(mnist):
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_short_cnn_run_on_real_mnist_learns(tmp_path):
     config = Config(model="cnn", epochs=2, max_train_examples=4096, validation_size=2000)
     final = train.train_and_evaluate(config, tmp_path / "run", quiet=True)
@@ -136,39 +139,54 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, monkeypat
     assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]
 
 
-def test_same_seed_same_numbers(tmp_path):
-    config = Config(model="linear", epochs=2, max_train_examples=2048, validation_size=1000)
-    a = train.train_and_evaluate(config, tmp_path / "a", quiet=True)
-    b = train.train_and_evaluate(config, tmp_path / "b", quiet=True)
-    c = train.train_and_evaluate(dataclasses.replace(config, seed=1), tmp_path / "c", quiet=True)
+LINEAR = Config(model="linear", epochs=2, max_train_examples=2048, validation_size=1000)
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory):
+    """A finished LINEAR run, shared by the tests below that read it or copy it: (workdir, final)."""
+    workdir = tmp_path_factory.mktemp("linear") / "run"
+    return workdir, train.train_and_evaluate(LINEAR, workdir, quiet=True)
+
+
+def _copy(run, tmp_path):
+    """A copy of a shared run, for a test that writes into it."""
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(linear_run, tmp_path):
+    a = linear_run[1]
+    b = train.train_and_evaluate(LINEAR, tmp_path / "b", quiet=True)
+    c = train.train_and_evaluate(dataclasses.replace(LINEAR, seed=1), tmp_path / "c", quiet=True)
     assert a == b and a != c
 
 
-def test_resume_of_a_finished_run_changes_nothing(tmp_path):
-    config = Config(model="linear", epochs=1, max_train_examples=1024, validation_size=500)
-    first = train.train_and_evaluate(config, tmp_path, quiet=True)
-    again = train.train_and_evaluate(config, tmp_path, quiet=True, resume=True)
+def test_resume_of_a_finished_run_changes_nothing(linear_run, tmp_path):
+    workdir, first = _copy(linear_run[0], tmp_path), linear_run[1]
+    before = (workdir / "metrics.jsonl").read_text()
+    again = train.train_and_evaluate(LINEAR, workdir, quiet=True, resume=True)
     assert first == again
-    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 2  # The epoch and the test record.
+    assert len(read_jsonl(workdir / "metrics.jsonl")) == 3  # The 2 epochs and the test record.
+    assert (workdir / "metrics.jsonl").read_text() == before
 
 
-def test_a_workdir_with_another_config_is_refused(tmp_path):
-    train.train_and_evaluate(Config(model="linear", epochs=1, max_train_examples=512,
-                                    validation_size=100), tmp_path, quiet=True)
+def test_a_workdir_with_another_config_is_refused(linear_run):
     with pytest.raises(UserError, match="different config: model='mlp'"):
-        train.train_and_evaluate(Config(model="mlp", epochs=1, max_train_examples=512,
-                                        validation_size=100), tmp_path, quiet=True)
+        train.train_and_evaluate(dataclasses.replace(LINEAR, model="mlp"), linear_run[0], quiet=True)
+    assert runs.read_config(linear_run[0]) == LINEAR  # Refused before anything was written.
 
 
-def test_evaluate_reproduces_the_test_score(tmp_path):
-    config = Config(model="linear", epochs=1, max_train_examples=2048, validation_size=1000)
-    final = train.train_and_evaluate(config, tmp_path, quiet=True)
-    result = evaluate.evaluate_run(tmp_path, which="latest")
+def test_evaluate_reproduces_the_test_score(linear_run):
+    workdir, final = linear_run
+    result = evaluate.evaluate_run(workdir, which="latest")
     assert result["count"] == 10000
     assert result["accuracy"] == final["test_accuracy"] and result["loss"] == pytest.approx(final["test_loss"])
-    assert json.loads((tmp_path / "results.json").read_text()) == final
+    assert json.loads((workdir / "results.json").read_text()) == final
 
 
+@pytest.mark.slow
 def test_a_run_without_validation_keeps_the_best_by_train_loss(tmp_path):
     config = Config(model="linear", epochs=2, max_train_examples=2048, validation_size=0)
     final = train.train_and_evaluate(config, tmp_path, quiet=True)
