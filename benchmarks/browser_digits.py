@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import data, errors, predictor, serve
+from jaxdigits import cli, data, errors, predictor, serve
 
 FLAGS = flags.FLAGS
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -101,7 +101,7 @@ def draw(model, images, screenshot=None) -> tuple[list[int], list[float]]:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     model = predictor.load(FLAGS.model)
     mnist = data.load_dataset("mnist", allow_download=False)
     images, labels = mnist.test_images[:FLAGS.count], mnist.test_labels[:FLAGS.count]

@@ -6,14 +6,12 @@ Every use of jaxdigits' internals by more than one probe is here, so a rename is
 """
 
 import dataclasses
-import json
 import os
 import platform
 import statistics
 import subprocess
 
 import jax
-from absl import app, flags, logging
 
 from jaxdigits import config as config_lib
 from jaxdigits import drivers, errors, inputs, metrics, step
@@ -86,19 +84,10 @@ def run_command(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
-def start(argv) -> None:
-    """What every probe's `main` does first: refuse stray arguments, quiet absl's INFO logs
-    (orbax logs every file it writes) unless `--verbosity` is given."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-
-
 def write_json(path, result: dict) -> None:
     """Writes `result` to `path` as indented JSON, atomically (nothing if `path` is empty)."""
     if path:
-        metrics.write_atomic(path, json.dumps(result, indent=2) + "\n")
+        metrics.write_json(path, result)
         print(f"Wrote {path}")
 
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import errors
+from jaxdigits import cli, errors
 
 FLAGS = flags.FLAGS
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def spread(values) -> str:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
 
     def matmul():  # The roofline, measured in every round beside the jobs.
         return {"gflops": matmul_gflops(), "load": os.getloadavg()[0]}

@@ -27,7 +27,7 @@ import statistics
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import backend, benchmark, errors
+from jaxdigits import backend, benchmark, cli, errors
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +81,7 @@ def table(result: dict) -> str:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     variants = [v.strip() for v in FLAGS.variants.split(";")]
     result = compare(FLAGS.model, variants, base=FLAGS.base, rounds=FLAGS.rounds,
                      steps=FLAGS.steps)

@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import backend, errors, fastconv
+from jaxdigits import backend, cli, errors, fastconv
 
 FLAGS = flags.FLAGS
 
@@ -86,7 +86,7 @@ def compare(rounds: int) -> dict:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     result = compare(FLAGS.rounds)
     for name, s in result["summary"].items():
         print(f"{name:24s} median {s['median']:7.2f} ms  min {s['min']:7.2f} ms")

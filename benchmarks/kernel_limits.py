@@ -36,7 +36,7 @@ from absl import app, flags
 from jax import lax
 
 from benchmarks import common
-from jaxdigits import backend, benchmark, errors, onednn
+from jaxdigits import backend, benchmark, cli, errors, onednn
 
 FLAGS = flags.FLAGS
 
@@ -154,7 +154,7 @@ def kernels(calls: int, torch_python: str) -> dict:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     rates = common.alternate(kernels(FLAGS.calls, FLAGS.torch_python), FLAGS.rounds,
                              lambda v: "skipped" if v is None else f"{v:7.1f} GFLOP/s")
     medians = {name: common.spread(v) for name, v in rates.items() if None not in v}

@@ -24,7 +24,7 @@ import time
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import errors
+from jaxdigits import cli, errors
 
 FLAGS = flags.FLAGS
 
@@ -61,7 +61,7 @@ def compare(model: str, k: int, rounds: int, train_args: list[str]) -> dict:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     result = compare(FLAGS.model, FLAGS.k, FLAGS.rounds, FLAGS.train_args)
     for name, t in result["seconds"].items():
         s = common.spread(t)

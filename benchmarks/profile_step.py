@@ -34,7 +34,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import errors, metrics
+from jaxdigits import cli, errors, metrics
 
 FLAGS = flags.FLAGS
 
@@ -100,7 +100,7 @@ def profile(config, *, warmup: int = 3, calls: int = 10, hlo_path=None) -> dict:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     config = common.peers_config(
         model=FLAGS.model, optimizer=FLAGS.optimizer, layers=FLAGS.layers,
         cpu_conv=FLAGS.cpu_conv, driver="unroll", steps_per_call=FLAGS.steps_per_call,

@@ -29,7 +29,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import backend, errors, models
+from jaxdigits import backend, cli, errors, models
 from jaxdigits import config as config_lib
 
 FLAGS = flags.FLAGS
@@ -85,7 +85,7 @@ def program_hashes(model_names, *, steps: int = 8, cpu_conv: str = "auto",
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     hashes = program_hashes(FLAGS.models, steps=FLAGS.steps, cpu_conv=FLAGS.cpu_conv,
                             compiled=FLAGS.compiled)
     common.write_json(FLAGS.json, {

@@ -29,7 +29,7 @@ from absl import app, flags
 from PIL import Image
 
 from benchmarks import common
-from jaxdigits import data, errors
+from jaxdigits import cli, data, errors
 
 FLAGS = flags.FLAGS
 
@@ -101,7 +101,7 @@ def latency(url: str, requests: int) -> list[dict]:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     if FLAGS.accuracy:
         result = {"accuracy": accuracy(FLAGS.url)}
     else:

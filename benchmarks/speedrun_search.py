@@ -26,7 +26,7 @@ import time
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import errors, metrics, recipes, train
+from jaxdigits import cli, errors, metrics, recipes, train
 
 FLAGS = flags.FLAGS
 
@@ -54,7 +54,7 @@ def run(candidate: str, seed: int) -> dict:
 
 
 def main(argv):
-    common.start(argv)
+    cli.start(argv)
     runs = []
     for candidate in FLAGS.candidates:
         for seed in FLAGS.seeds:

@@ -5,11 +5,8 @@ lives in the experiment's own file; this module only handles files and plotting,
 read top to bottom as the lesson they teach.
 """
 
-import json
 import math
-import os
 import pathlib
-import tempfile
 
 import matplotlib
 
@@ -17,8 +14,9 @@ matplotlib.use("Agg")  # Files only, never a window: runs headless and in tests.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxdigits import plots  # noqa: E402
 from jaxdigits.errors import UserError  # noqa: E402
-from jaxdigits.metrics import write_atomic  # noqa: E402
+from jaxdigits.metrics import write_json  # noqa: E402
 
 
 def prepare_workdir(workdir) -> pathlib.Path:
@@ -46,39 +44,23 @@ def _plain(value):
 def write_results(workdir, results: dict, name: str = "results.json") -> pathlib.Path:
     """Writes `results` as indented JSON to `workdir/name`, atomically."""
     path = pathlib.Path(workdir) / name
-    write_atomic(path, json.dumps(_plain(results), indent=2) + "\n")
+    write_json(path, _plain(results))
     return path
 
 
 def save_figure(fig, path) -> pathlib.Path:
-    """Saves a matplotlib figure as PNG through a temporary file and a rename, then closes it."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    """Saves a matplotlib figure as PNG atomically (`plots.save`), then closes it."""
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        plots.save(fig, path, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return pathlib.Path(path)
 
 
 def subplots(nrows=1, ncols=1, *, width=5.5, height=4.2, **kwargs):
     """`plt.subplots` with a size per panel, so multi-panel figures stay readable."""
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
                         layout="constrained", **kwargs)
-
-
-def start(argv) -> None:
-    """What every experiment's `main` does first: refuse stray arguments, quiet absl's INFO logs."""
-    from absl import app, flags, logging
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
 
 
 def define_workdir_flag(name: str):

@@ -23,6 +23,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
+from jaxdigits import cli
 from jaxdigits.errors import report_user_errors
 
 # The line that labels the points: y = sign(TRUE_W . x + TRUE_B).
@@ -138,7 +139,7 @@ def run(workdir, *, points=100, margin=0.05, max_epochs=100, learning_rate=0.5, 
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, points=f.points, margin=f.margin, max_epochs=f.max_epochs,
             learning_rate=f.learning_rate, steps=f.steps, seed=f.seed)

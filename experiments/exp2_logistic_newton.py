@@ -25,6 +25,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
+from jaxdigits import cli
 from jaxdigits.errors import report_user_errors
 
 
@@ -140,7 +141,7 @@ def run(workdir, *, points=200, flip=0.1, l2=0.01, learning_rate=0.1, steps=2000
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, points=f.points, flip=f.flip, l2=f.l2, learning_rate=f.learning_rate,
             steps=f.steps, newton_steps=f.newton_steps, seed=f.seed)

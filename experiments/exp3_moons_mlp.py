@@ -23,6 +23,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
+from jaxdigits import cli
 from jaxdigits.errors import report_user_errors
 
 LAYERS = (2, 4, 2, 1)
@@ -158,7 +159,7 @@ def run(workdir, *, points=1000, noise=0.1, test_fraction=0.2, learning_rate=0.0
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, points=f.points, noise=f.noise, test_fraction=f.test_fraction,
             learning_rate=f.learning_rate, steps=f.steps, seed=f.seed)

@@ -23,6 +23,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
+from jaxdigits import cli
 from jaxdigits.errors import report_user_errors
 
 A = np.array([[6, 6, 4], [3, 4, 0], [7, 2, 2], [0, 2, 1], [1, 6, 3]], np.float64)
@@ -94,7 +95,7 @@ def run(workdir, *, learning_rate=0.001, steps=500) -> dict:
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, learning_rate=f.learning_rate, steps=f.steps)
     gd, cf = r["gradient_descent"], r["closed_form"]

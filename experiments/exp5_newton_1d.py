@@ -28,6 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import _common
+from jaxdigits import cli
 from jaxdigits.errors import report_user_errors
 
 MINIMUM = 9 / 4
@@ -171,7 +172,7 @@ def run(workdir, *, x0_gd=1.0, learning_rates=(0.02, 0.09, 0.12), gd_steps=60, x
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     fl = flags.FLAGS
     r = run(fl.workdir, x0_gd=fl.x0_gd,
             learning_rates=_common.floats("learning_rates", fl.learning_rates),

@@ -27,7 +27,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import optimizers
+from jaxdigits import cli, optimizers
 from jaxdigits.config import Config
 from jaxdigits.errors import report_user_errors
 
@@ -138,7 +138,7 @@ def run(workdir, *, points=1000, iterations=300, learning_rate=0.1, batch_size=3
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, points=f.points, iterations=f.iterations, learning_rate=f.learning_rate,
             batch_size=f.batch_size, momentum=f.momentum, seed=f.seed)

@@ -29,7 +29,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import losses
+from jaxdigits import cli, losses
 from jaxdigits.errors import report_user_errors
 
 SIZE = 6
@@ -188,7 +188,7 @@ def run(workdir, *, train_size=400, test_size=400, noise=0.2, learning_rate=0.05
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, train_size=f.train_size, test_size=f.test_size, noise=f.noise,
             learning_rate=f.learning_rate, steps=f.steps, seed=f.seed)

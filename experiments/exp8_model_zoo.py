@@ -37,7 +37,7 @@ import jax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import data, models, train
+from jaxdigits import cli, data, models, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 from jaxdigits.metrics import read_jsonl, write_atomic
@@ -136,7 +136,7 @@ def run(workdir, *, datasets=("mnist", "fashion_mnist"), model_names=("linear", 
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, datasets=tuple(f.datasets), model_names=tuple(f.models),
             train_examples=f.train_examples, epochs=f.epochs, seed=f.seed)

@@ -38,7 +38,7 @@ import optax
 from absl import app, flags
 
 from experiments import _common
-from jaxdigits import inputs, losses, models, optimizers, scoring, step, train
+from jaxdigits import cli, inputs, losses, models, optimizers, scoring, step, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 
@@ -196,7 +196,7 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
 
 
 def main(argv):
-    _common.start(argv)
+    cli.start(argv)
     f = flags.FLAGS
     r = run(f.workdir, learning_rates=_common.floats("learning_rates", f.learning_rates),
             steps=f.steps,

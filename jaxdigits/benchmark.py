@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jaxdigits import backend, cli, drivers, inputs, parallel, step
 from jaxdigits.config import Config, validate
+from jaxdigits.metrics import write_json
 
 
 def versions() -> dict:
@@ -197,9 +198,7 @@ def main(argv):
         result = run(config, FLAGS.devices or 1)
         print(format_table(result))
     if FLAGS.json:
-        from jaxdigits.metrics import write_atomic
-
-        write_atomic(FLAGS.json, json.dumps(result, indent=2) + "\n")
+        write_json(FLAGS.json, result)
         print(f"JSON written to {FLAGS.json}")
     else:
         print(json.dumps(result))

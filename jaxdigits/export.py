@@ -25,7 +25,7 @@ import numpy as np
 import jaxdigits
 from jaxdigits import cli, inputs, models, predictor, runs
 from jaxdigits.errors import UserError
-from jaxdigits.metrics import write_atomic
+from jaxdigits.metrics import write_json
 from jaxdigits.step import Setup
 
 
@@ -107,7 +107,7 @@ def write_model(out, manifest: dict, program: bytes, params) -> pathlib.Path:
     try:
         (tmp / predictor.PROGRAM).write_bytes(program)
         np.savez(tmp / predictor.PARAMS, **dict(zip(manifest["params"], params)))
-        write_atomic(tmp / predictor.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_json(tmp / predictor.MANIFEST, manifest)
         for path in (tmp, *tmp.iterdir()):  # mkdtemp and mkstemp make them private.
             path.chmod(0o755 if path.is_dir() else 0o644)
         old = tmp.with_name(tmp.name + "-old")

@@ -34,7 +34,7 @@ from jaxdigits.errors import UserError
 from jaxdigits.inputs import epoch_order, to_device
 from jaxdigits.members import (SWEEPABLE, Members, full_state, init_states, make_members,
                                member_name, member_state, read_diverged)
-from jaxdigits.metrics import MetricWriter, Progress, write_atomic
+from jaxdigits.metrics import MetricWriter, Progress, write_atomic, write_json
 from jaxdigits.step import summarise, zero_metrics
 
 
@@ -195,7 +195,7 @@ def write_finals(members: Members, ds, books: Books, state, test_logits) -> list
             finals.append(runs.final_record(members.configs[k].epochs, int(state.step[k]),
                                             scoring.metrics_of(test_logits[k], ds.test_labels)))
             writer.write(finals[-1], finals[-1]["step"])
-        runs.write_json(d / "results.json", finals[-1])
+        write_json(d / "results.json", finals[-1])
     return finals
 
 
@@ -211,7 +211,7 @@ def summarise_run(workdir, members: Members, ds, books: Books, finals, test_logi
                                                                finals, books.diverged))],
               "ensemble": {"members": len(alive), "test_accuracy": ensemble["accuracy"],
                            "test_loss": ensemble["loss"], "test_count": ensemble["count"]}}
-    runs.write_json(workdir / "results.json", result)
+    write_json(workdir / "results.json", result)
     sweep_report.write(workdir, result, members.swept)
     for m in result["members"]:
         runs.log(f"{m['member']}: diverged in epoch {m['diverged_in_epoch']}" if m["test_accuracy"]

@@ -27,6 +27,11 @@ def write_atomic(path, text: str | bytes) -> None:
             os.remove(tmp)
 
 
+def write_json(path, value) -> None:
+    """`value` as indented JSON (one trailing newline) at `path`, written atomically."""
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
 @functools.cache
 def _umask() -> int:
     """The process's umask (read once: setting it to read it is not thread-safe)."""

@@ -16,7 +16,6 @@ import jax
 from jaxdigits import checkpoint
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
-from jaxdigits.metrics import write_atomic
 from jaxdigits.step import Setup, make_config_model
 
 
@@ -102,10 +101,6 @@ def run_meta(config: Config, epoch: int, history: list, setup: Setup, ds, mean, 
             "normalisation": {"mean": mean, "std": std}, "class_names": ds.class_names,
             "dataset": ds.name, "image_shape": list(setup.image_shape),
             "steps_per_epoch": setup.steps_per_epoch}
-
-
-def write_json(path, value) -> None:
-    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def format_record(record: dict) -> str:

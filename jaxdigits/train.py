@@ -21,7 +21,7 @@ from jaxdigits import checkpoint, cli, drivers, inputs, many, models, optimizers
 from jaxdigits import scoring, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
-from jaxdigits.metrics import MetricWriter, write_atomic
+from jaxdigits.metrics import MetricWriter, write_atomic, write_json
 
 
 class Loop(NamedTuple):
@@ -88,7 +88,7 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
         ckpt.close()
         writer.close()
     if primary:
-        runs.write_json(workdir / "results.json", final)
+        write_json(workdir / "results.json", final)
     runs.log(f"Test accuracy {100 * final['test_accuracy']:.2f}% on all {final['test_count']} "
              f"test images, loss {final['test_loss']:.4f}.")
     runs.log(f"Run saved in {workdir}: config.json, metrics.jsonl, results.json, tensorboard/, "
