@@ -1,13 +1,14 @@
 """Datasets: MNIST-format IDX files found offline (or downloaded and verified), TFDS, splits.
 
-Where the IDX files of a registered dataset come from, in order:
-  1. `data_dir` (the `--data_dir` flag);
-  2. the environment variable `JAXDIGITS_DATA_DIR` (a folder with the files, or with one
-     sub-folder per dataset name);
-  3. the copy bundled with jaxdigits (MNIST only) or a system copy (Debian's
+An explicit `data_dir` (the `--data_dir` flag) is the only place looked at: it must be a folder
+holding the four files, directly or in its NAME/ sub-folder, or the run stops with one sentence
+(`check_data_dir`); it is never passed over for another copy. Without it, in order:
+  1. the environment variable `JAXDIGITS_DATA_DIR` (a folder with the files, or with one
+     sub-folder per dataset name; it must exist, but may lack a dataset);
+  2. the copy bundled with jaxdigits (MNIST only) or a system copy (Debian's
      `dataset-fashion-mnist` puts Fashion-MNIST under /usr/share/datasets/fashion-mnist);
-  4. the user cache, `$JAXDIGITS_CACHE_DIR/NAME` or `~/.cache/jaxdigits/NAME`;
-  5. a download from the registered URLs into the cache, verified and written atomically.
+  3. the user cache, `$JAXDIGITS_CACHE_DIR/NAME` or `~/.cache/jaxdigits/NAME`;
+  4. a download from the registered URLs into the cache, verified and written atomically.
 Every file is verified by SHA-256: of its decompressed payload (so a re-compressed copy passes)
 or of the published `.gz`.
 """
@@ -68,7 +69,10 @@ def parse_idx(data: bytes, path: str) -> np.ndarray:
 
 def read_verified(path: pathlib.Path, spec: IdxSpec, stem: str) -> np.ndarray:
     """Reads one IDX(.gz) file, checks its SHA-256 against the registry, and parses it."""
-    blob = path.read_bytes()
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror or e}).") from None
     gz_ok = path.suffix == ".gz" and sha256(blob) == spec.gz_sha256.get(stem)
     if path.suffix == ".gz":
         try:
@@ -100,20 +104,56 @@ def _find_file(folder: pathlib.Path, stem: str):
     return None
 
 
-def _candidate_dirs(spec: IdxSpec, data_dir):
-    """The places to look, in order, as (description, folder) pairs."""
+def _candidate_dirs(spec: IdxSpec):
+    """The places to look without an explicit data_dir, in order, as (description, folder) pairs."""
     places = []
-    if data_dir:
-        places += [(f"--data_dir={data_dir}", pathlib.Path(data_dir)),
-                   (f"--data_dir={data_dir}/{spec.name}", pathlib.Path(data_dir) / spec.name)]
     env = os.environ.get("JAXDIGITS_DATA_DIR")
     if env:
+        _existing_folder(env, "$JAXDIGITS_DATA_DIR")
         places += [(f"$JAXDIGITS_DATA_DIR={env}", pathlib.Path(env)),
                    (f"$JAXDIGITS_DATA_DIR={env}/{spec.name}", pathlib.Path(env) / spec.name)]
     places.append(("the bundled copy", _BUNDLED / spec.name))
     places += [(d, pathlib.Path(d)) for d in spec.system_dirs]
     places.append(("the cache " + str(cache_dir(spec.name)), cache_dir(spec.name)))
     return places
+
+
+def _existing_folder(value: str, what: str) -> pathlib.Path:
+    """`value` as a folder that exists and can be listed; else one sentence naming `what`."""
+    if not value:
+        raise UserError(f"{what} is empty; name a folder, or leave it out to use the default places.")
+    folder = pathlib.Path(value)
+    if not folder.exists():
+        raise UserError(f"{what}={value} does not exist.")
+    if not folder.is_dir():
+        raise UserError(f"{what}={value} is a file, not a folder.")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise UserError(f"{what}={value} cannot be read (permission denied).")
+    return folder
+
+
+def check_data_dir(name: str, data_dir) -> pathlib.Path | None:
+    """The folder under an explicit `data_dir` that holds dataset `name`, or None without one.
+
+    Cheap (it lists folders, reads no file), so a program can call it before writing anything.
+    For an IDX dataset the four files (each .gz or uncompressed) must be in `data_dir` or in
+    `data_dir/NAME`; for `tfds:NAME` the folder must exist (TFDS looks inside it). Otherwise
+    raises UserError naming the folder and what was looked for.
+    """
+    if data_dir is None:
+        return None
+    folder = _existing_folder(str(data_dir), "--data_dir")
+    if name.startswith("tfds:") or name not in REGISTRY:
+        return folder  # TFDS's own layout; an unknown name is refused by load_dataset.
+    candidates = (folder, folder / name)
+    for candidate in candidates:
+        if all(_find_file(candidate, stem) for stem in FILES):
+            return candidate
+    found = [str(p) for c in candidates for p in (_find_file(c, stem) for stem in FILES) if p]
+    raise UserError(f"--data_dir={data_dir} does not hold the {name} dataset: looked for "
+                    f"{', '.join(FILES)} (each .gz or uncompressed) in {folder} and in "
+                    f"{folder / name}" + (f"; found only {', '.join(found)}" if found else "")
+                    + "; pass the folder that holds all four, or leave --data_dir out.")
 
 
 def cache_dir(name: str) -> pathlib.Path:
@@ -155,8 +195,11 @@ def download(spec: IdxSpec, folder: pathlib.Path, timeout: float = 30.0) -> None
 def load_idx(name: str, data_dir=None, allow_download: bool = True) -> Dataset:
     """Loads a registered MNIST-format dataset from the first place that has all its files."""
     spec = REGISTRY[name]
+    explicit = check_data_dir(name, data_dir)
+    if explicit is not None:
+        return _load_files(spec, [_find_file(explicit, s) for s in FILES], source=str(explicit))
     tried = []
-    for where, folder in _candidate_dirs(spec, data_dir):
+    for where, folder in _candidate_dirs(spec):
         paths = [_find_file(folder, stem) for stem in FILES]
         if all(paths):
             return _load_files(spec, paths, source=str(folder))
@@ -198,6 +241,7 @@ def load_tfds(name: str, data_dir=None) -> Dataset:
     """Loads a TFDS image-classification dataset through `tfds.data_source` (no TensorFlow)."""
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and often unused.
 
+    check_data_dir(f"tfds:{name}", data_dir)
     try:
         features = tfds.builder(name, data_dir=data_dir).info.features
         sources = {split: tfds.data_source(name, split=split, data_dir=data_dir, download=False)

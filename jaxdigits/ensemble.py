@@ -2,6 +2,7 @@
 
     python -m jaxdigits.evaluate --workdir=runs/mlp-x4              # a --num_models run
     python -m jaxdigits.evaluate --workdir=runs/a,runs/b,runs/c      # separate runs
+    python -m jaxdigits.evaluate --workdir=runs/a,runs/b --json      # one JSON object instead
 
 The ensemble predicts the class of highest mean probability over its members (softmax of each
 member's logits, averaged; `scoring.ensemble_metrics`); its loss is the cross-entropy of that mean.
@@ -9,7 +10,7 @@ member's logits, averaged; `scoring.ensemble_metrics`); its loss is the cross-en
 
 import numpy as np
 
-from jaxdigits import data, runs, scoring
+from jaxdigits import data, report, runs, scoring
 from jaxdigits.errors import UserError
 from jaxdigits.inputs import to_device
 
@@ -36,9 +37,25 @@ def evaluate_ensemble(paths, *, which: str = "best", split: str = "test", data_d
             raise UserError(f"the run at {path} has no {split} examples (--validation_size=0).")
         logits.append(scoring.predict(setup, params, to_device(images, labels)))
         splits.add((meta["dataset"], labels.tobytes(), images.tobytes()))
-        results.append({"path": str(path), "epoch": meta["epoch"], "model": setup.config.model,
-                        "seed": setup.config.seed, **scoring.metrics_of(logits[-1], labels)})
+        results.append({"path": str(path), "epoch": meta["epoch"], "scored": report.scored_label(meta),
+                        "model": setup.config.model, "seed": setup.config.seed,
+                        **scoring.metrics_of(logits[-1], labels)})
     out = {"split": split, "dataset": meta["dataset"], "members": results}
     if len(splits) == 1:
         out["ensemble"] = scoring.ensemble_metrics(np.stack(logits), labels)
     return out
+
+
+def format_ensemble(result: dict) -> str:
+    """One labelled line per member (which checkpoint was scored), then the ensemble's."""
+    split = result["split"]
+    lines = [f"{m['path']}: {m['model']} seed {m['seed']}, {split} accuracy "
+             f"{100 * m['accuracy']:.2f} % ({m['scored']}), loss {m['loss']:.4f}"
+             for m in result["members"]]
+    if "ensemble" in result:
+        e = result["ensemble"]
+        lines.append(f"ensemble of {e['members']} (mean probability), {split} accuracy "
+                     f"{100 * e['accuracy']:.2f} % on all {e['count']} images, loss {e['loss']:.4f}")
+    else:
+        lines.append(f"no ensemble: the members do not share one {split} split.")
+    return "\n".join(lines)

@@ -7,7 +7,9 @@
 
 The report of one run (metrics, confusion matrix, worst examples, samples, training curves; see
 `jaxdigits.report`) goes to `--report_dir`, by default `RUN/report/` (`RUN/report-validation/`
-for the validation split). Several runs get each member's score and the ensemble's.
+for the validation split); nothing else in the run folder is touched. Several runs get each
+member's score and the ensemble's. The program ends with a few labelled lines (which checkpoint
+was scored, accuracy, loss, images, where the report is); `--json` prints one JSON object instead.
 """
 
 import json
@@ -15,7 +17,7 @@ import pathlib
 
 from jaxdigits import cli, ensemble, inputs, members, report, runs, scoring
 from jaxdigits.config import Config
-from jaxdigits.errors import UserError
+from jaxdigits.errors import UserError, check_writable_folder
 
 
 def split_data(path, config: Config, split: str, data_dir=None):
@@ -33,7 +35,7 @@ def evaluate_run(path, *, which: str = "best", split: str = "test", data_dir=Non
     images, labels = split_data(path, setup.config, split, data_dir)
     result = scoring.make_evaluator(setup)(params, inputs.to_device(images, labels))
     return {"split": split, "epoch": meta["epoch"], "model": setup.config.model,
-            "dataset": meta["dataset"], **result}
+            "dataset": meta["dataset"], "scored": report.scored_label(meta), **result}
 
 
 def report_run(path, *, which: str = "best", split: str = "test", data_dir=None, report_dir=None,
@@ -48,40 +50,39 @@ def report_run(path, *, which: str = "best", split: str = "test", data_dir=None,
                               **options)
 
 
+def run_paths(path) -> list[str]:
+    """The folders of --workdir / --checkpoint: one, or several separated by commas; each exists."""
+    if not path:
+        raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
+    paths = path.split(",")
+    if not all(paths):
+        raise UserError(f"{path!r} has an empty entry; separate run folders by single commas.")
+    for p in paths:
+        if not pathlib.Path(p).exists():
+            raise UserError(f"{p} does not exist.")
+    return paths
+
+
 def main(argv):
     from absl import logging
 
     FLAGS = cli.start(argv, logging.ERROR)  # Orbax warns that a read-only manager is read-only.
-    path = FLAGS.checkpoint or FLAGS.workdir
-    if not path:
-        raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
-    for p in path.split(","):
-        if not pathlib.Path(p).exists():
-            raise UserError(f"{p} does not exist.")
-    paths = members.member_paths(path) if "," not in path else path.split(",")
-    if paths:
-        return print_ensemble(ensemble.evaluate_ensemble(paths, which=FLAGS.which,
-                                                         split=FLAGS.split, data_dir=FLAGS.data_dir))
-    result = report_run(path, which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir,
+    if FLAGS.checkpoint is not None and FLAGS.workdir is not None:
+        raise UserError("pass --workdir or --checkpoint, not both.")
+    paths = run_paths(FLAGS.checkpoint or FLAGS.workdir)
+    if FLAGS.report_dir is not None:
+        check_writable_folder(FLAGS.report_dir, "--report_dir")
+    report.check_options(FLAGS.worst_k, FLAGS.num_samples)
+    group = members.member_paths(paths[0]) if len(paths) == 1 else paths
+    if group:
+        result = ensemble.evaluate_ensemble(group, which=FLAGS.which, split=FLAGS.split,
+                                            data_dir=FLAGS.data_dir)
+        print(json.dumps(result) if FLAGS.json else ensemble.format_ensemble(result))
+        return
+    result = report_run(paths[0], which=FLAGS.which, split=FLAGS.split, data_dir=FLAGS.data_dir,
                         report_dir=FLAGS.report_dir, worst_k=FLAGS.worst_k,
                         sample_class=FLAGS.sample_class, num_samples=FLAGS.num_samples)
-    print(report.format_summary(result))
-    print(json.dumps({"split": result["split"], "epoch": result["run"]["epoch"],
-                      "model": result["run"]["model"], "dataset": result["run"]["dataset"],
-                      **{k: result[k] for k in ("loss", "accuracy", "count")}}))
-
-
-def print_ensemble(result: dict) -> None:
-    for m in result["members"]:
-        print(f"{m['path']}: {m['model']} seed {m['seed']} (epoch {m['epoch']}), {result['split']}: "
-              f"accuracy {100 * m['accuracy']:.2f}%, loss {m['loss']:.4f}")
-    if "ensemble" in result:
-        e = result["ensemble"]
-        print(f"ensemble of {e['members']} (mean probability), {result['split']}: accuracy "
-              f"{100 * e['accuracy']:.2f}% on all {e['count']} images, loss {e['loss']:.4f}")
-    else:
-        print(f"no ensemble: the members do not share one {result['split']} split.")
-    print(json.dumps(result))
+    print(json.dumps(report.brief(result)) if FLAGS.json else report.format_summary(result))
 
 
 def define_flags():
@@ -97,6 +98,7 @@ def define_flags():
     flags.DEFINE_integer("worst_k", 6, "How many of the worst-scored images of each class to show.")
     flags.DEFINE_integer("num_samples", 40, "How many images the sample grid shows.")
     flags.DEFINE_string("sample_class", None, "Show only this class (name or index) in the sample grid.")
+    flags.DEFINE_bool("json", False, "Print one JSON object on stdout instead of the summary.")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@
 The predictor `(params, images) -> {"logits", "probabilities"}` is serialized with `jax.export`
 (StableHLO, batch dimension symbolic, input normalisation inside), its parameters go to
 `params.npz` and `manifest.json` says what the model is, what it expects, how accurate it was at
-export (measured with the exported program itself on every test image) and which versions made
-it. `jaxdigits.predictor.load` reads the folder back.
+export (measured with the exported program itself on every test image), which versions made
+it and the SHA-256 digests that `jaxdigits.predictor.load` verifies when it reads the folder back.
+Parameters that are not finite are refused before anything is written, and the folder is written
+under a temporary name, loaded back and verified, then renamed into place.
 """
 
 import datetime
@@ -62,8 +64,13 @@ def score(model: predictor.Predictor, images, labels, batch_size: int = 1000) ->
 def export_run(path, *, which: str = "best", platforms=("cpu",), data_dir=None):
     """(manifest, program, params) for a run's workdir or checkpoint folder, accuracy measured."""
     setup, params, meta = runs.load_run(path, which)
-    program = export_program(setup, params, platforms)
     leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
+    broken = [name for name, x in zip(_param_names(params), leaves) if not np.isfinite(x).all()]
+    if broken:
+        raise UserError(f"the parameters of {path} (epoch {meta['epoch']}, {which}) hold NaN or "
+                        f"infinite values in {', '.join(broken)}; export refuses a model that "
+                        "cannot give valid answers.")
+    program = export_program(setup, params, platforms)
     record = next((r for r in meta["history"] if r["epoch"] == meta["epoch"]), {})
     manifest = {
         "format": predictor.FORMAT,
@@ -89,12 +96,12 @@ def export_run(path, *, which: str = "best", platforms=("cpu",), data_dir=None):
                          bytearray(program)).calling_convention_version},
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    loaded = predictor.from_parts(manifest, program, leaves)
+    loaded = predictor.from_parts(predictor.seal(manifest, program, leaves), program, leaves)
     _, _, _, (images, labels) = inputs.prepare_data(setup.config, data_dir)
     score_ = score(loaded, images, labels)
     manifest["accuracy"] = {"test": score_["accuracy"], "test_count": score_["count"],
                             "note": "the exported program on every test image, at export"}
-    return manifest, program, leaves
+    return predictor.seal(manifest, program, leaves), program, leaves
 
 
 def write_model(out, manifest: dict, program: bytes, params) -> pathlib.Path:
@@ -110,6 +117,13 @@ def write_model(out, manifest: dict, program: bytes, params) -> pathlib.Path:
         write_json(tmp / predictor.MANIFEST, manifest)
         for path in (tmp, *tmp.iterdir()):  # mkdtemp and mkstemp make them private.
             path.chmod(0o755 if path.is_dir() else 0o644)
+        try:  # Read back and verified before it takes the name.
+            intact = predictor.digests(*predictor.read(tmp)) == manifest["digest"]
+        except predictor.ModelError:
+            intact = False
+        if not intact:
+            raise UserError(f"the model written to {tmp} does not read back as written; nothing "
+                            "was replaced.")
         old = tmp.with_name(tmp.name + "-old")
         if out.exists():
             out.rename(old)
@@ -129,8 +143,11 @@ def main(argv):
         raise UserError("pass --workdir=RUN_FOLDER or --checkpoint=CHECKPOINT_FOLDER.")
     if not FLAGS.out:
         raise UserError("pass --out=FOLDER for the exported model.")
-    manifest, program, params = export_run(path, which=FLAGS.which, platforms=FLAGS.platforms,
-                                           data_dir=FLAGS.data_dir)
+    try:
+        manifest, program, params = export_run(path, which=FLAGS.which, platforms=FLAGS.platforms,
+                                               data_dir=FLAGS.data_dir)
+    except predictor.ModelError as e:
+        raise UserError(str(e)) from None
     out = write_model(FLAGS.out, manifest, program, params)
     acc = manifest["accuracy"]
     print(f"Exported {manifest['model']} ({manifest['parameters']:,} parameters, {manifest['dataset']}, "

@@ -65,21 +65,23 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     ds = data.load_dataset(config.dataset, data_dir, allow_download)
     members = make_members(config, ds)
     dirs = [workdir / member_name(k) for k in range(len(members.configs))]
-    saved = [checkpoint.saved_epochs(d / "checkpoints") for d in dirs]
+    if not exists:  # A new run (or one that saved nothing): no member's old verdict stands.
+        for d in dirs:
+            (d / "diverged.json").unlink(missing_ok=True)
     diverged = [read_diverged(d) for d in dirs]  # Epoch each member diverged in, or None.
     check_alive(diverged)
-    resumable = all(s for s, e in zip(saved, diverged) if e is None)  # Diverged ones may have none.
-    if resume and not resumable:
+    if resume and not any(checkpoint.saved_epochs(d / "checkpoints") for d in dirs):
         raise UserError(f"--resume was given but {workdir} holds no checkpoint to resume from.")
+    runs.verify_optimizer(members.setup)
     write_configs(workdir, config, exists, members.configs, dirs)
 
     keys = [jax.random.split(jax.random.key(c.seed), 3) for c in members.configs]
     init_keys, data_keys, step_keys = (list(k) for k in zip(*keys))
-    state = init_states(members, init_keys)
-    start_epoch, histories = 0, [[] for _ in members.configs]
-    if resumable:
-        state, start_epoch, histories = restore(state, members, dirs, saved, diverged)
-        runs.log(f"Resuming {workdir} from epoch {start_epoch}.")
+    state, start_epoch, histories = restore(init_states(members, init_keys), members, dirs,
+                                            diverged)
+    if start_epoch:
+        runs.log(f"Resuming {workdir} from epoch {start_epoch}." if start_epoch < config.epochs else
+                 f"{workdir} is complete ({start_epoch} epochs); scoring the test set again.")
     books = Books(dirs, histories, [MetricWriter(d, h) for d, h in zip(dirs, histories)],
                   [checkpoint.Checkpointer(d, keep_checkpoints) for d in dirs],
                   [jax.jit(optimizers.schedule_for(c, members.setup.steps_per_epoch))
@@ -107,15 +109,32 @@ def write_configs(workdir, config, exists, configs, dirs) -> None:
         write_atomic(d / "config.json", c.to_json())
 
 
-def restore(state, members: Members, dirs, saved, diverged):
-    """(state, start epoch, histories) from the members' latest common checkpoint."""
-    start_epoch = min(s[-1] for s, e in zip(saved, diverged) if e is None)
-    restored = [checkpoint.restore(d / "checkpoints", min(start_epoch, s[-1]),
-                                   member_state(state, k, members.swept)) if s else None
-                for k, (d, s) in enumerate(zip(dirs, saved))]  # None: diverged in epoch 1.
+def restore(state, members: Members, dirs, diverged):
+    """(state, start epoch, histories) from the newest epoch every live member has intact.
+
+    Damaged checkpoints are moved to the member's `damaged/` (saying so) and the search goes on;
+    each member's newer checkpoints are dropped (the resumed run writes them again, the same)
+    and its `best/` made to agree with its history."""
+    while True:
+        saved = [checkpoint.saved_epochs(d / "checkpoints") for d in dirs]
+        live = [s for s, e in zip(saved, diverged) if e is None]
+        start = min(s[-1] for s in live) if all(live) else 0
+        try:
+            restored = [checkpoint.restore(d / "checkpoints", min(start, s[-1]),
+                                           member_state(state, k, members.swept))
+                        if start and s else None  # None: from scratch, or diverged in epoch 1.
+                        for k, (d, s) in enumerate(zip(dirs, saved))]
+            break
+        except checkpoint.Damaged as e:
+            where = checkpoint.set_aside(e.path.parent, int(e.path.name), e.path.parent.parent)
+            runs.log(f"warning: {e} It is moved to {where}; resuming from an earlier epoch.")
+    histories = [r[1]["history"][:start] if r else [] for r in restored]
+    for d, s, history in zip(dirs, saved, histories):
+        checkpoint.drop_after(d / "checkpoints", min(start, s[-1]) if s else 0)
+        checkpoint.repair_best(d, history, runs.score, runs.log)
     state = drivers.stack([full_state(r[0], member_state(state, k, ()), members.swept) if r else
                            member_state(state, k, ()) for k, r in enumerate(restored)])
-    return state, start_epoch, [r[1]["history"][:start_epoch] if r else [] for r in restored]
+    return state, start, histories
 
 
 def train_epochs(members: Members, ds, state, books: Books, start_epoch, data_keys, step_keys,
@@ -213,10 +232,12 @@ def summarise_run(workdir, members: Members, ds, books: Books, finals, test_logi
                            "test_loss": ensemble["loss"], "test_count": ensemble["count"]}}
     write_json(workdir / "results.json", result)
     sweep_report.write(workdir, result, members.swept)
+    last = members.configs[0].epochs
     for m in result["members"]:
         runs.log(f"{m['member']}: diverged in epoch {m['diverged_in_epoch']}" if m["test_accuracy"]
-                 is None else f"{m['member']}: test accuracy {100 * m['test_accuracy']:.2f}%")
-    runs.log(f"Ensemble of {len(alive)} (mean probability): test accuracy "
+                 is None else f"{m['member']}: test accuracy {100 * m['test_accuracy']:.2f}% "
+                 f"(latest checkpoint, epoch {last} of {last})")
+    runs.log(f"Ensemble of {len(alive)} (mean probability of the latest checkpoints): test accuracy "
              f"{100 * ensemble['accuracy']:.2f}% on all {ensemble['count']} test images. Table: "
              f"{workdir / 'sweep.md'}, plot: {workdir / 'sweep.png'}.")
     return result

@@ -143,4 +143,9 @@ def member_paths(path) -> list[pathlib.Path]:
 def read_diverged(folder: pathlib.Path) -> int | None:
     """The epoch in which the member in `folder` diverged (its diverged.json), or None."""
     marker = pathlib.Path(folder) / "diverged.json"
-    return json.loads(marker.read_text())["epoch"] if marker.exists() else None
+    if not marker.exists():
+        return None
+    try:
+        return int(json.loads(marker.read_text())["epoch"])
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise UserError(f"{marker} is damaged; delete it to train that member again.") from None

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdigits import plots, scoring
+from jaxdigits import checkpoint, plots, scoring
 from jaxdigits.inputs import to_device
 from jaxdigits.step import Setup
 from jaxdigits.errors import UserError
@@ -139,52 +139,84 @@ def run_history(meta: dict) -> list[dict]:
     return records or [r for r in meta.get("history", []) if "train_loss" in r]
 
 
+MAX_WORST_K, MAX_SAMPLES = 20, 200  # Figures that still fit a screen; report.json lists the same.
+
+
+def check_options(worst_k: int, num_samples: int) -> None:
+    """--worst_k and --num_samples within what a figure can show (checked before any work)."""
+    if not (1 <= worst_k <= MAX_WORST_K and 1 <= num_samples <= MAX_SAMPLES):
+        raise UserError(f"--worst_k must be in [1, {MAX_WORST_K}] and --num_samples in "
+                        f"[1, {MAX_SAMPLES}], got {worst_k} and {num_samples}.")
+
+
+def scored_label(meta: dict) -> str:
+    """Which parameters were scored, in the words `train` uses too: "best checkpoint, epoch 4 of
+    5, chosen by validation accuracy", "latest checkpoint, epoch 5 of 5", or "checkpoint PATH,
+    epoch 3 of 5" for an older one. `meta` is `runs.load_run`'s (its "checkpoint" the folder read)."""
+    folder = pathlib.Path(meta["checkpoint"])
+    config = meta["config"]
+    of = f"epoch {meta['epoch']} of {config['epochs']}"
+    if folder.parent.name == "best":
+        by = "validation accuracy" if config.get("validation_size") else "training loss"
+        return f"best checkpoint, {of}, chosen by {by}"
+    if folder.parent.name == "checkpoints" and checkpoint.saved_epochs(folder.parent)[-1:] == [meta["epoch"]]:
+        return f"latest checkpoint, {of}"
+    return f"checkpoint {folder}, {of}"
+
+
 def make_report(setup: Setup, params, meta: dict, images: np.ndarray, labels: np.ndarray, *,
                 split: str, out_dir, worst_k: int = 6, sample_class: str | None = None,
                 num_samples: int = 40) -> dict:
     """Scores every example of `split` (uint8 images [N, H, W, C], labels [N]) and writes the
     report's files into `out_dir`; returns the report (what report.json holds)."""
-    if worst_k < 1 or num_samples < 1:
-        raise UserError(f"--worst_k and --num_samples must be at least 1, got {worst_k} and "
-                        f"{num_samples}.")
+    check_options(worst_k, num_samples)
     names = list(meta["class_names"])
     shown = None if sample_class is None else class_index(sample_class, names)
     logits = scoring.predict(setup, params, to_device(images, labels))  # [N, classes]
     numbers = summarise(logits, labels, names, worst_k)
     config = setup.config
-    run = {"checkpoint": meta["checkpoint"], "epoch": meta["epoch"], "model": config.model,
-           "dataset": meta["dataset"], "optimizer": config.optimizer, "config": meta["config"]}
+    run = {"checkpoint": meta["checkpoint"], "epoch": meta["epoch"], "epochs": config.epochs,
+           "scored": scored_label(meta), "model": config.model, "dataset": meta["dataset"],
+           "optimizer": config.optimizer, "config": meta["config"]}
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     report = {"split": split, **numbers, "run": run, "history": run_history(meta),
               "files": {k: str(out_dir / v) for k, v in FILES.items()}}
-    what = f"{config.model} on {meta['dataset']} (epoch {meta['epoch']}), {split} set"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_files(report, images, labels, logits, shown, worst_k, num_samples)
+    except OSError as e:
+        raise UserError(f"cannot write the report into {out_dir} ({e.strerror or e}).") from None
+    return report
 
+
+def _write_files(report: dict, images, labels, logits, shown, worst_k: int, num_samples: int):
+    """The report's figures and JSON files, each written atomically (paths in report["files"])."""
+    run, names, files = report["run"], report["classes"], report["files"]
+    split = report["split"]
+    what = f"{run['model']} on {run['dataset']} (epoch {run['epoch']}), {split} set"
     plots.save(plots.confusion_heatmap(
-        np.asarray(numbers["confusion_matrix"]["counts"]), names,
-        f"Confusion matrix: {what}\naccuracy {100 * numbers['accuracy']:.2f}% on all "
-        f"{numbers['count']} images"), out_dir / FILES["confusion_png"])
-    plots.save(_worst_figure(images, numbers["worst"], worst_k, names,
+        np.asarray(report["confusion_matrix"]["counts"]), names,
+        f"Confusion matrix: {what}\naccuracy {100 * report['accuracy']:.2f}% on all "
+        f"{report['count']} images"), files["confusion_png"])
+    plots.save(_worst_figure(images, report["worst"], names,
                              f"Worst {split} images: the {worst_k} of each true class given the "
-                             f"lowest probability of it\n{what}"), out_dir / FILES["worst_png"])
+                             f"lowest probability of it\n{what}"), files["worst_png"])
     pool = np.arange(len(labels)) if shown is None else np.flatnonzero(labels == shown)
     of_class = "" if shown is None else f" of class {names[shown]}"
     plots.save(_samples_figure(images, labels, logits.argmax(-1), pool[:num_samples], names,
                                f"The first {len(pool[:num_samples])} {split} images{of_class} "
-                               "(green: predicted right, red: wrong)"), out_dir / FILES["samples_png"])
-    marker = {"epoch": meta["epoch"], "loss": numbers["loss"], "accuracy": numbers["accuracy"],
+                               "(green: predicted right, red: wrong)"), files["samples_png"])
+    marker = {"epoch": run["epoch"], "loss": report["loss"], "accuracy": report["accuracy"],
               "label": f"{split}, this report"}
-    plots.save(plots.training_curves(report["history"], f"Training curves: {config.model} on "
-                                     f"{meta['dataset']}", marker), out_dir / FILES["curves_png"])
-
-    confusion_json = json.dumps(numbers["confusion_matrix"], indent=1) + "\n"
-    write_atomic(out_dir / FILES["confusion_json"], confusion_json)
-    write_atomic(out_dir / FILES["report"], json.dumps(report, indent=1) + "\n")
-    return report
+    plots.save(plots.training_curves(report["history"], f"Training curves: {run['model']} on "
+                                     f"{run['dataset']}", marker), files["curves_png"])
+    write_atomic(files["confusion_json"], json.dumps(report["confusion_matrix"], indent=1) + "\n")
+    write_atomic(files["report"], json.dumps(report, indent=1) + "\n")
 
 
-def _worst_figure(images, worst: list[dict], k: int, names, title: str):
-    """One row per class of its k worst examples; short rows are padded with empty slots."""
+def _worst_figure(images, worst: list[dict], names, title: str):
+    """One row per class of its worst examples; short rows are padded with empty slots."""
+    k = max((len(entry["examples"]) for entry in worst), default=0) or 1
     slots, captions, colours = [], [], []
     for entry in worst:
         true = entry["class"]
@@ -213,12 +245,21 @@ def _probability(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def format_summary(report: dict, top: int = 3) -> str:
-    """A few readable lines: the score, the per-class table, the classes most mistaken for each."""
+def brief(report: dict) -> dict:
+    """The headline of a report, JSON-ready: what `evaluate --json` prints."""
     run = report["run"]
-    lines = [f"{run['model']} on {run['dataset']}, checkpoint {run['checkpoint']} (epoch {run['epoch']}), "
-             f"{report['split']} set: accuracy {100 * report['accuracy']:.2f}% on all {report['count']} "
-             f"images ({report['errors']} wrong), loss {report['loss']:.4f}",
+    return {"split": report["split"], "accuracy": report["accuracy"], "loss": report["loss"],
+            "count": report["count"], "errors": report["errors"], "scored": run["scored"],
+            "checkpoint": run["checkpoint"], "epoch": run["epoch"], "epochs": run["epochs"],
+            "model": run["model"], "dataset": run["dataset"],
+            "report_dir": str(pathlib.Path(report["files"]["report"]).parent)}
+
+
+def format_summary(report: dict, top: int = 3) -> str:
+    """The per-class table, the classes most mistaken for each, then a few labelled lines: the
+    score and which parameters gave it (the words `train` uses), loss, images, the report."""
+    run, split = report["run"], report["split"]
+    lines = [f"{run['model']} on {run['dataset']}, every {split} image:",
              f"{'class':>12} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>7}   most often mistaken for it"]
     for row, mistaken in zip(report["per_class"], report["mistaken_for"]):
         sources = ", ".join(f"{m['true']} ({m['count']})" for m in mistaken["true_classes"][:top])
@@ -229,6 +270,11 @@ def format_summary(report: dict, top: int = 3) -> str:
         lines.append(f"{label:>12} {100 * a['precision']:8.2f}% {100 * a['recall']:6.2f}% {100 * a['f1']:6.2f}%")
     pairs = ", ".join(f"{p['true']} as {p['predicted']} ({p['count']})" for p in report["most_confused_pairs"][:5])
     lines.append(f"most frequent confusions (true as predicted): {pairs or 'none'}")
-    lines.append(f"report written to {pathlib.Path(report['files']['report']).parent}/: "
-                 + ", ".join(pathlib.Path(f).name for f in report["files"].values()))
+    files = [pathlib.Path(f) for f in report["files"].values()]
+    lines += ["",
+              f"{split} accuracy {100 * report['accuracy']:.2f} % ({run['scored']})",
+              f"  checkpoint  {run['checkpoint']}",
+              f"  loss        {report['loss']:.4f}",
+              f"  images      {report['count']} scored, {report['errors']} wrong",
+              f"  report      {files[0].parent}/ ({', '.join(f.name for f in files)})"]
     return "\n".join(lines)

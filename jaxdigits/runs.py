@@ -13,9 +13,9 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint
+from jaxdigits import checkpoint, contract
 from jaxdigits.config import Config, validate
-from jaxdigits.errors import UserError
+from jaxdigits.errors import UserError, check_writable_folder
 from jaxdigits.step import Setup, make_config_model
 
 
@@ -32,30 +32,50 @@ def read_config(workdir) -> Config | None:
         return None
     try:
         return Config.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
         raise UserError(f"{path} is not a valid jaxdigits config ({e}).") from None
 
 
 def check_workdir(workdir: pathlib.Path, config: Config) -> bool:
-    """True if `workdir` holds this run already; raises if it holds something else."""
+    """True if `workdir` holds this run already; raises if it holds something else or cannot be
+    written. A run that saved no checkpoint yet (it diverged, or was stopped, in its first epoch)
+    gives way to a new config."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir={workdir} is a file, not a folder.")
     saved = read_config(workdir)
+    if saved == config:
+        return True  # Its files are rewritten only where they differ: a read-only copy re-scores.
+    check_writable_folder(workdir, "--workdir")
     if saved is not None:
-        if saved != config:
-            diff = [f"{k}={getattr(config, k)!r} (saved: {getattr(saved, k)!r})"
-                    for k in Config.__dataclass_fields__ if getattr(saved, k) != getattr(config, k)]
-            raise UserError(f"{workdir} holds a run with a different config: {', '.join(diff)}; "
-                            "pass a new --workdir, or drop those flags to continue that run.")
-        return True
+        if not holds_checkpoints(workdir):
+            log(f"{workdir} holds a run that saved no checkpoint; starting it again with this config.")
+            return False
+        diff = [f"{k}={getattr(config, k)!r} (saved: {getattr(saved, k)!r})"
+                for k in Config.__dataclass_fields__ if getattr(saved, k) != getattr(config, k)]
+        raise UserError(f"{workdir} holds a run with a different config: {', '.join(diff)}; "
+                        "pass a new --workdir, or drop those flags to continue that run.")
     if workdir.exists() and any(workdir.iterdir()):
         raise UserError(f"{workdir} exists and is not a jaxdigits run (no config.json); pass an "
                         "empty or new --workdir.")
     return False
 
 
+def holds_checkpoints(workdir: pathlib.Path) -> bool:
+    """Whether `workdir` (or any member folder in it) has a saved epoch or results."""
+    folders = [workdir, *sorted(workdir.glob("member_*"))]
+    return any(checkpoint.saved_epochs(f / sub) or (f / "results.json").exists()
+               for f in folders for sub in ("checkpoints", "best"))
+
+
 def check_run(workdir: pathlib.Path, config: Config, keep_checkpoints: int) -> bool:
     """`check_workdir` of a run about to start, with its config and --keep_checkpoints checked."""
     if keep_checkpoints < 1:
         raise UserError(f"--keep_checkpoints must be at least 1, got {keep_checkpoints}.")
+    try:
+        str(workdir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"--workdir {str(workdir)!r} is not valid UTF-8; name the run folder in "
+                        "UTF-8 (checkpoints store their paths as text).") from None
     return check_workdir(workdir, validate(config))
 
 
@@ -93,6 +113,25 @@ def final_record(epochs: int, step: int, test: dict) -> dict:
     """The last line of metrics.jsonl and the content of results.json."""
     return {"epoch": epochs, "step": step, "test_loss": test["loss"],
             "test_accuracy": test["accuracy"], "test_count": test["count"]}
+
+
+def verify_optimizer(setup: Setup) -> None:
+    """Tries the optimizer on the model's parameter shapes (no FLOPs) before anything is written:
+    a plug-in whose init or update fails, or whose state changes shape, is one sentence."""
+    params = jax.eval_shape(lambda key: setup.model.init(key, setup.image_shape), jax.random.key(0))
+    contract.verify(setup.tx, params, setup.config.optimizer)
+
+
+def scored_label(history: list[dict], epochs: int) -> str:
+    """Which parameters `train` scored, in `evaluate`'s words (`report.scored_label`), and how
+    they relate to the best checkpoint that `evaluate` and `export` score by default."""
+    last = history[-1]["epoch"]
+    by = "validation accuracy" if "val_accuracy" in history[-1] else "training loss"
+    best = checkpoint.best_epoch(history, score)
+    if best == last:
+        return f"latest checkpoint, epoch {last} of {epochs}, also the best by {by}"
+    return (f"latest checkpoint, epoch {last} of {epochs}; evaluate and export score the best "
+            f"checkpoint, epoch {best} of {epochs}, chosen by {by}, unless given --which=latest")
 
 
 def run_meta(config: Config, epoch: int, history: list, setup: Setup, ds, mean, std) -> dict:

@@ -61,13 +61,14 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     ds, (tx, ty), (vx, vy), (test_x, test_y) = inputs.prepare_data(config, data_dir, allow_download)
     mean, std = inputs.pixel_stats(tx)
     setup = step.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
+    runs.verify_optimizer(setup)
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
     if primary and not exists:
         write_atomic(workdir / "config.json", config.to_json())
 
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
-    state, history = restore(workdir, saved, step.init_state(setup, init_key), config.epochs)
+    state, history = restore(workdir, step.init_state(setup, init_key), config.epochs, primary)
     data = tuple(inputs.to_device(x, y) for x, y in ((tx, ty), (vx, vy), (test_x, test_y)))
     if mesh.size > 1:
         state, *data = parallel.replicate((state, *data), mesh)
@@ -89,21 +90,33 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
         writer.close()
     if primary:
         write_json(workdir / "results.json", final)
-    runs.log(f"Test accuracy {100 * final['test_accuracy']:.2f}% on all {final['test_count']} "
-             f"test images, loss {final['test_loss']:.4f}.")
+    runs.log(f"Test accuracy {100 * final['test_accuracy']:.2f}% ({runs.scored_label(history, config.epochs)}) "
+             f"on all {final['test_count']} test images, loss {final['test_loss']:.4f}.")
     runs.log(f"Run saved in {workdir}: config.json, metrics.jsonl, results.json, tensorboard/, "
              f"checkpoints/ (last {keep_checkpoints}), best/ (best validation accuracy).")
     return final
 
 
-def restore(workdir: pathlib.Path, saved: list, state, epochs: int):
-    """(state, history) from the latest of the `saved` checkpoints, or (`state`, []) if none."""
-    if not saved:
-        return state, []
-    state, meta = checkpoint.restore(workdir / "checkpoints", saved[-1], state)
-    runs.log(f"Resuming {workdir} from epoch {meta['epoch']}." if meta["epoch"] < epochs
-             else f"{workdir} is complete ({meta['epoch']} epochs); scoring the test set again.")
-    return state, meta["history"]
+def restore(workdir: pathlib.Path, state, epochs: int, primary: bool):
+    """(state, history) from the newest intact checkpoint, or (`state`, []) if there is none.
+
+    A damaged checkpoint is moved to `damaged/` and the one before it tried, saying so; `best/`
+    is then made to agree with the history restored (`checkpoint.repair_best`)."""
+    folder, restored, history = workdir / "checkpoints", state, []
+    for epoch in reversed(checkpoint.saved_epochs(folder)):
+        try:
+            restored, meta = checkpoint.restore(folder, epoch, state)
+        except checkpoint.Damaged as e:
+            where = checkpoint.set_aside(folder, epoch, workdir) if primary else folder
+            runs.log(f"warning: {e} It is moved to {where}; resuming from the checkpoint before it.")
+            continue
+        history = meta["history"]
+        runs.log(f"Resuming {workdir} from epoch {meta['epoch']}." if meta["epoch"] < epochs
+                 else f"{workdir} is complete ({meta['epoch']} epochs); scoring the test set again.")
+        break
+    if primary:
+        checkpoint.repair_best(workdir, history, runs.score, runs.log)
+    return restored, history
 
 
 def train_epochs(loop: Loop, state, history: list, writer, ckpt) -> step.TrainState:

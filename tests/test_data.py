@@ -108,11 +108,77 @@ def test_shape_mismatch_is_named(tmp_path, no_env, monkeypatch):
 def test_nothing_found_names_every_place(tmp_path, no_env, monkeypatch):
     monkeypatch.setattr(data, "_BUNDLED", tmp_path / "nothing")
     with pytest.raises(UserError) as e:
-        data.load_dataset("mnist", str(tmp_path / "empty"), allow_download=False)
+        data.load_dataset("mnist", allow_download=False)
     message = str(e.value)
-    for place in ["--data_dir=", "bundled copy", "the cache", "--data_dir=FOLDER"]:
+    for place in ["bundled copy", "the cache", "no download", "--data_dir=FOLDER"]:
         assert place in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing", "{d}/missing does not exist."),
+    (lambda d: _touch(d / "afile"), "{d}/afile is a file, not a folder."),
+    (lambda d: _mkdir(d / "empty"), "does not hold the mnist dataset: looked for "
+                                    "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each .gz or "
+                                    "uncompressed) in {d}/empty and in {d}/empty/mnist; pass"),
+    (lambda d: _partial(d / "part"), "found only {d}/part/train-images-idx3-ubyte.gz"),
+    (lambda d: _copy_mnist(d / "other" / "fashion_mnist").parent, "does not hold the mnist"),
+    (lambda d: "", "--data_dir is empty"),
+])
+def test_an_explicit_data_dir_is_never_passed_over(tmp_path, no_env, make, message):
+    """A --data_dir that is missing, a file, empty, incomplete or of another dataset stops the run
+    in one sentence naming it, where it used to fall back silently to the bundled copy."""
+    data_dir = make(tmp_path)
+    with pytest.raises(UserError) as e:
+        data.load_dataset("mnist", str(data_dir), allow_download=False)
+    assert message.format(d=tmp_path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError):  # The cheap check alone says the same, before any loading.
+        data.check_data_dir("mnist", str(data_dir))
+    assert not (tmp_path / "cache").exists()  # Nothing downloaded, nothing written.
+
+
+def test_data_dir_may_hold_the_files_in_a_dataset_sub_folder(tmp_path, no_env, monkeypatch):
+    monkeypatch.setattr(data, "_BUNDLED", tmp_path / "nothing")  # Found there or nowhere.
+    folder = _copy_mnist(tmp_path / "all" / "mnist")
+    assert data.check_data_dir("mnist", str(tmp_path / "all")) == folder
+    assert data.load_dataset("mnist", str(tmp_path / "all"), allow_download=False).source == str(folder)
+
+
+def test_a_missing_env_folder_and_an_unreadable_file_are_one_sentence(tmp_path, no_env,
+                                                                      monkeypatch):
+    monkeypatch.setenv("JAXDIGITS_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(UserError, match=r"^\$JAXDIGITS_DATA_DIR=.*/typo does not exist\.$"):
+        data.load_dataset("mnist", allow_download=False)
+    monkeypatch.delenv("JAXDIGITS_DATA_DIR")
+    folder = _copy_mnist(tmp_path / "mine")
+    unreadable = folder / "t10k-labels-idx1-ubyte.gz"
+    real_read = pathlib.Path.read_bytes
+
+    def read_bytes(path):  # chmod 000 does not stop root, so the refusal is simulated.
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    with pytest.raises(UserError, match=f"^{unreadable} cannot be read \\(Permission denied\\)\\.$"):
+        data.load_dataset("mnist", str(folder), allow_download=False)
+
+
+def _touch(path: pathlib.Path) -> pathlib.Path:
+    path.write_text("not a folder")
+    return path
+
+
+def _mkdir(path: pathlib.Path) -> pathlib.Path:
+    path.mkdir()
+    return path
+
+
+def _partial(folder: pathlib.Path) -> pathlib.Path:
+    folder.mkdir()
+    shutil.copy(BUNDLED / f"{STEMS[0]}.gz", folder)
+    return folder
 
 
 def test_unknown_dataset_lists_choices():
@@ -174,3 +240,5 @@ def test_tfds_mock_data_loads_into_the_same_arrays():
 def test_tfds_missing_dataset_is_one_sentence(tmp_path):
     with pytest.raises(UserError, match="tfds build mnist"):
         data.load_dataset("tfds:mnist", str(tmp_path))
+    with pytest.raises(UserError, match=f"^--data_dir={tmp_path}/nothing does not exist\\.$"):
+        data.load_dataset("tfds:mnist", str(tmp_path / "nothing"))

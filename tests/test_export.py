@@ -54,6 +54,7 @@ def test_loader_alone_needs_only_jax_and_numpy(exported_model, tmp_path):
 
 
 def test_damaged_or_foreign_model_folders(exported_model, tmp_path):
+    """The common cases; tests/test_model_tampering.py damages every part in every way."""
     with pytest.raises(predictor.ModelError, match="not a folder"):
         predictor.load(tmp_path / "absent")
     with pytest.raises(predictor.ModelError, match="missing manifest.json, model.jaxexport, params.npz"):
@@ -61,17 +62,26 @@ def test_damaged_or_foreign_model_folders(exported_model, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exported_model, broken)
     (broken / predictor.PROGRAM).write_bytes(b"not a program")
-    with pytest.raises(predictor.ModelError, match="cannot be read by jax"):
+    with pytest.raises(predictor.ModelError, match="model.jaxexport does not match the digest"):
         predictor.load(broken)
     (broken / predictor.MANIFEST).write_text("{")
-    with pytest.raises(predictor.ModelError, match="damaged model"):
+    with pytest.raises(predictor.ModelError, match="manifest.json is not valid JSON"):
         predictor.load(broken)
     manifest = json.loads((exported_model / predictor.MANIFEST).read_text())
-    (broken / predictor.MANIFEST).write_text(json.dumps({**manifest, "format": "other-2"}))
-    with pytest.raises(predictor.ModelError, match="format is 'other-2'"):
+    (broken / predictor.MANIFEST).write_text(json.dumps({**manifest, "format": "jaxdigits-export-1"}))
+    with pytest.raises(predictor.ModelError, match="says format 'jaxdigits-export-1', this jaxdigits "
+                       "reads 'jaxdigits-export-2'; export the model again"):
         predictor.load(broken)
     with pytest.raises(ValueError, match=r"expected images of shape \[b, 28, 28, 1\]"):
         predictor.load(exported_model).predict(np.zeros((2, 28, 27)))
+
+
+def test_export_refuses_parameters_that_are_not_finite(tiny_run, monkeypatch, tmp_path):
+    setup, params, meta = runs.load_run(tiny_run[0])
+    params = jax.tree.map(lambda x: x.at[0].set(np.nan) if x.ndim == 1 else x, params)
+    monkeypatch.setattr(runs, "load_run", lambda path, which: (setup, params, meta))
+    with pytest.raises(UserError, match=r"hold NaN or infinite values in .*bias.*; export refuses"):
+        export.export_run(tiny_run[0])
 
 
 @pytest.mark.slow
@@ -116,11 +126,15 @@ def test_export_for_several_platforms(tiny_run, exported_model, mnist):
     manifest = json.loads((exported_model / predictor.MANIFEST).read_text())
     reference = predictor.load(exported_model)
     images = mnist.test_images[:16].astype(np.float32) / 255.0
-    both = predictor.from_parts(manifest, export.export_program(setup, params, ("cpu", "cuda")),
-                                reference.params)
+    leaves = [np.asarray(p) for p in reference.params]
+    program = export.export_program(setup, params, ("cpu", "cuda"))
+    both = predictor.from_parts(predictor.seal(manifest, program, leaves), program, leaves)
     np.testing.assert_array_equal(both.predict(images), reference.predict(images))
+    with pytest.raises(predictor.ModelError, match="model.jaxexport does not match the digest"):
+        predictor.from_parts(manifest, program, leaves)  # Not the program the manifest was sealed with.
+    program = export.export_program(setup, params, ("cuda",))
     with pytest.raises(predictor.ModelError, match="exported for cuda, not cpu; export it with --platforms=cpu"):
-        predictor.from_parts(manifest, export.export_program(setup, params, ("cuda",)), reference.params)
+        predictor.from_parts(predictor.seal(manifest, program, leaves), program, leaves)
 
 
 @pytest.mark.parametrize("layers", [pytest.param("fast", marks=pytest.mark.slow), "plain"])
@@ -129,9 +143,10 @@ def test_exported_cnn_gives_the_models_outputs_at_any_batch_size(layers, mnist):
     hold for a symbolic batch) gives model.apply's logits."""
     setup = step.make_setup(Config(model="cnn", layers=layers), 256, (28, 28, 1), 10, 0.13, 0.31)
     params = models.init_params(setup.model, jax.random.key(0), (28, 28, 1))
-    manifest = {"format": predictor.FORMAT, "input": {"shape": ["b", 28, 28, 1]}}
-    model = predictor.from_parts(manifest, export.export_program(setup, params),
-                                 jax.tree.leaves(params))
+    leaves, program = [np.asarray(x) for x in jax.tree.leaves(params)], export.export_program(setup, params)
+    manifest = {"format": predictor.FORMAT, "model": "cnn", "class_names": list("0123456789"),
+                "input": {"shape": ["b", 28, 28, 1]}, "params": [str(i) for i in range(len(leaves))]}
+    model = predictor.from_parts(predictor.seal(manifest, program, leaves), program, leaves)
     images = mnist.test_images[:5]
     expected = np.asarray(jax.jit(setup.model.apply)(params, inputs.normalise(images, 0.13, 0.31)))
     for batch in (1, 5):

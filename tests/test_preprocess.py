@@ -2,6 +2,8 @@
 
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -88,8 +90,40 @@ def test_truncated_blank_and_huge_pngs():
         preprocess.png_to_mnist(truncated)
     with pytest.raises(InputError, match="blank"):
         preprocess.png_to_mnist(data_url(np.zeros((280, 280))))
-    with pytest.raises(InputError, match="at most 2048x2048"):
-        preprocess.png_to_mnist(data_url(np.zeros((10, 3000))))
+    wide = data_url(np.zeros((10, 3000)))  # 30,000 pixels
+    with pytest.raises(preprocess.TooLarge, match="the PNG is 3000x10 pixels; at most 29999 pixels"):
+        preprocess.png_to_mnist(wide, max_pixels=29999)
+    with pytest.raises(InputError, match="blank"):
+        preprocess.png_to_mnist(wide, max_pixels=30000)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def test_a_large_png_is_refused_from_its_header_before_decoding(monkeypatch):
+    """A 2048x2048 drawing is a 25 KB PNG but 4.2 M pixels: refused without Pillow opening it."""
+    canvas = np.zeros((2048, 2048), np.float32)
+    canvas[100:1900, 200:300] = 1.0
+    url = data_url(canvas)
+    assert len(url) < 40_000
+    monkeypatch.setattr(preprocess.Image, "open", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(preprocess.TooLarge, match="2048x2048 pixels; at most 262144"):
+        preprocess.png_to_mnist(url)
+
+
+def test_compressed_text_chunks_are_never_inflated(mnist):
+    """64 zTXt chunks of 1 MB of zeros each (64 KB compressed) would cost Pillow 64 MB of text."""
+    ink = drawn_large(mnist.test_images[0, ..., 0])
+    png = base64.b64decode(data_url(ink)[len(preprocess.DATA_URL_PREFIX):])
+    bomb = png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"\0" * (1 << 20), 9))
+    tampered = png[:33] + bomb * 64 + png[33:]  # After IHDR, before IDAT.
+    kept = preprocess.png_pixel_chunks(tampered)
+    assert kept == png and b"zTXt" not in kept
+    url = preprocess.DATA_URL_PREFIX + base64.b64encode(tampered).decode()
+    np.testing.assert_array_equal(preprocess.png_to_mnist(url), preprocess.png_to_mnist(data_url(ink)))
+    with pytest.raises(InputError, match="no IHDR header"):
+        preprocess.png_pixel_chunks(preprocess.PNG_SIGNATURE + png_chunk(b"IDAT", b"x" * 30))
 
 
 @pytest.mark.parametrize("value, message", [

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import run_cli
-from jaxdigits import checkpoint, evaluate, inputs, models, optimizers, plots, report, runs, train
+from conftest import run_cli_cases
+from jaxdigits import checkpoint, ensemble, evaluate, inputs, models, optimizers, plots, report, runs, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -104,21 +104,47 @@ def test_training_curves_of_one_epoch_without_validation(tmp_path):
     _assert_png(tmp_path / "curves.png", 600, 250)
 
 
+def _snapshot(folder):
+    """{relative path: (bytes, mtime_ns)} of every file under `folder`."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.slow
 def test_cli_report_on_a_plugin_optimizer_run(run, tmp_path):
-    out = tmp_path / "rep"
-    proc = run_cli("jaxdigits.evaluate", f"--workdir={run}", "--which=latest", f"--report_dir={out}",
-                   "--worst_k=4", "--sample_class=3", "--num_samples=12")
-    assert proc.returncode == 0, proc.stderr
-    assert "test set: accuracy" in proc.stdout and "macro avg" in proc.stdout
-    assert "Traceback" not in proc.stderr
+    out, out_json = tmp_path / "rep", tmp_path / "rep-json"
+    before = _snapshot(run)
+    args = [f"--workdir={run}", "--which=latest", "--worst_k=4", "--sample_class=3",
+            "--num_samples=12"]
+    proc, as_json = run_cli_cases("jaxdigits.evaluate", "jaxdigits.evaluate:define_flags", [
+        ([*args, f"--report_dir={out}"], None), ([*args, f"--report_dir={out_json}", "--json"], None)])
+    assert proc.returncode == 0 and as_json.returncode == 0, proc.stderr + as_json.stderr
+    assert "Traceback" not in proc.stderr + as_json.stderr
+    assert _snapshot(run) == before  # Re-scoring rewrites nothing of the run (metrics.jsonl too).
     rep = json.loads((out / "report.json").read_text())
     results = json.loads((run / "results.json").read_text())
     assert rep["count"] == 10000 and rep["accuracy"] == results["test_accuracy"]
     np.testing.assert_allclose(rep["loss"], results["test_loss"], rtol=1e-5)
     assert rep["run"]["optimizer"] == PLUGIN and rep["run"]["epoch"] == 2
+    assert rep["run"]["scored"] == "latest checkpoint, epoch 2 of 2"
     assert [r["epoch"] for r in rep["history"]] == [1, 2]
     assert json.loads((out / "confusion_matrix.json").read_text()) == rep["confusion_matrix"]
+    # The human ending: labelled lines, the same words train uses; no JSON on the terminal.
+    assert "macro avg" in proc.stdout and "{" not in proc.stdout
+    assert proc.stdout.strip().splitlines()[-5:] == [
+        f"test accuracy {100 * rep['accuracy']:.2f} % (latest checkpoint, epoch 2 of 2)",
+        f"  checkpoint  {run / 'checkpoints' / '2'}",
+        f"  loss        {rep['loss']:.4f}",
+        f"  images      10000 scored, {rep['errors']} wrong",
+        f"  report      {out}/ (report.json, confusion_matrix.json, confusion_matrix.png, "
+        "worst_examples.png, samples.png, training_curves.png)"]
+    # --json: exactly one JSON object on stdout, the same numbers.
+    brief = json.loads(as_json.stdout)
+    assert brief == {"split": "test", "accuracy": rep["accuracy"], "loss": rep["loss"],
+                     "count": 10000, "errors": rep["errors"],
+                     "scored": "latest checkpoint, epoch 2 of 2",
+                     "checkpoint": str(run / "checkpoints" / "2"), "epoch": 2, "epochs": 2,
+                     "model": "linear", "dataset": "mnist", "report_dir": str(out_json)}
 
     # The whole pipeline against plain numpy on the same parameters.
     setup, params, _ = runs.load_run(run, "latest")
@@ -149,7 +175,7 @@ def test_validation_report_and_bad_options(run):
     with pytest.raises(UserError, match="unknown class 'banana'"):
         report.make_report(setup, params, meta, images, labels, split="validation",
                            out_dir=run / "x", sample_class="banana")
-    with pytest.raises(UserError, match="--worst_k and --num_samples must be at least 1"):
+    with pytest.raises(UserError, match=r"--worst_k must be in \[1, 20\] and --num_samples in"):
         report.make_report(setup, params, meta, images, labels, split="validation",
                            out_dir=run / "x", worst_k=0)
     folder, epoch = checkpoint.find(run, "latest")
@@ -158,3 +184,30 @@ def test_validation_report_and_bad_options(run):
         with pytest.raises(UserError, match="do not fit the model its config describes"):
             checkpoint.restore_params(folder, epoch, wrong)
 
+
+
+def test_the_scored_label_says_which_parameters(tmp_path):
+    """The words evaluate (and train) print for the scored parameters, from the folder read."""
+    for epoch in (3, 4, 5):
+        (tmp_path / "checkpoints" / str(epoch)).mkdir(parents=True)
+    meta = lambda folder, epoch, val=5000: {"checkpoint": str(tmp_path / folder / str(epoch)),
+                                            "epoch": epoch,
+                                            "config": {"epochs": 5, "validation_size": val}}
+    assert report.scored_label(meta("best", 4)) == (
+        "best checkpoint, epoch 4 of 5, chosen by validation accuracy")
+    assert report.scored_label(meta("best", 4, val=0)) == (
+        "best checkpoint, epoch 4 of 5, chosen by training loss")
+    assert report.scored_label(meta("checkpoints", 5)) == "latest checkpoint, epoch 5 of 5"
+    assert report.scored_label(meta("checkpoints", 3)) == (
+        f"checkpoint {tmp_path / 'checkpoints' / '3'}, epoch 3 of 5")
+
+
+def test_ensemble_ending_labels_each_member():
+    result = {"split": "test", "members": [
+        {"path": "runs/x/member_0", "model": "mlp", "seed": 0, "accuracy": 0.98, "loss": 0.07,
+         "scored": "best checkpoint, epoch 9 of 10, chosen by validation accuracy"}],
+        "ensemble": {"members": 1, "accuracy": 0.98, "count": 10000, "loss": 0.07}}
+    assert ensemble.format_ensemble(result).splitlines() == [
+        "runs/x/member_0: mlp seed 0, test accuracy 98.00 % (best checkpoint, epoch 9 of 10, "
+        "chosen by validation accuracy), loss 0.0700",
+        "ensemble of 1 (mean probability), test accuracy 98.00 % on all 10000 images, loss 0.0700"]

@@ -53,6 +53,8 @@ def request(server, method, path, body=None, headers=None, raw=None):
         else:
             if body is not None and not isinstance(body, bytes):
                 body = json.dumps(body).encode()
+            if headers is None and body is not None:
+                headers = {"Content-Type": "application/json"}
             conn.request(method, path, body=body, headers=headers or {})
             reply = conn.getresponse()
         data = reply.read()
@@ -113,13 +115,33 @@ BAD_REQUESTS = {
     "ragged rows": (dict(body={"image": [[0.0] * 28] * 27 + [[0.0]]}), 400, "different lengths"),
     "strings": (dict(body={"image": [["a"] * 28] * 28}), 400, "only numbers"),
     "NaN": (dict(body=b'{"image": [' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]}"),
-            400, "NaN or infinite"),
+            400, "NaN is not a JSON number"),
     "out of range": (dict(body={"image": [[255] * 28] * 28}), 400, r"in \[0, 1\]"),
     "not an image": (dict(body={"png": "data:image/png;base64,aGVsbG8="}), 400, "not a PNG"),
     "not a data URL": (dict(body={"png": "http://example.com/a.png"}), 400, "must be a string starting"),
     "blank drawing": (dict(body={"png": data_url(np.zeros((280, 280)))}), 400, "blank"),
     "body too large": (dict(raw=b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n{"),
                        413, "the body is 1048577 bytes; at most 1048576"),  # Refused unread.
+    "too many pixels": (dict(body={"png": data_url(np.eye(1100))}), 413,
+                        "the PNG is 1100x1100 pixels; at most 262144 pixels are accepted"),
+    "no Content-Type": (dict(body=b"{}", headers={}), 415, "Content-Type: application/json"),
+    "form Content-Type": (dict(body=b"{}", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                          415, "Content-Type: application/json"),
+    "Latin-1 charset": (dict(body=b"{}", headers={"Content-Type": "application/json; charset=latin-1"}),
+                        415, "UTF-8"),
+    "repeated key": (dict(body=b'{"image": 1, "image": 2}'), 400, "repeats the key 'image'"),
+    "Infinity literal": (dict(body=b'{"image": -Infinity}'), 400, "-Infinity is not a JSON number"),
+    "huge float": (dict(body=b'{"image": [[1e999]]}'), 400, "too large for a float"),
+    "huge integer": (dict(body=b'{"image": ' + b"9" * 5000 + b"}"), 400, "5000 digits"),
+    "deep nesting": (dict(body=b"[" * 100000 + b"]" * 100000), 400, "the body has 100000 '\\[' and '{' characters"),
+    "many arrays": (dict(body=b'{"image": [' + b",".join([b"[]"] * 2000) + b"]}"), 400,
+                    "the body has 2002 '\\[' and '{' characters"),
+    "a superscript length": (dict(raw="POST /predict HTTP/1.0\r\nContent-Length: \xb2\r\n\r\n".encode("latin-1")),
+                             400, "is not one number"),
+    "huge Content-Length": (dict(raw=b"POST /predict HTTP/1.0\r\nContent-Length: " + b"9" * 30 + b"\r\n\r\n"),
+                            413, "the body is 9{30} bytes"),
+    "two lengths": (dict(raw=b"POST /predict HTTP/1.0\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+                    400, "is not one number"),
     "no Content-Length": (dict(raw=b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n"), 411, "Content-Length"),
     "unknown route": (dict(method="GET", path="/admin"), 404, "no route /admin"),
     "wrong method": (dict(method="GET", path="/predict"), 405, "accepts POST, not GET"),
