@@ -29,6 +29,8 @@ from jaxdigits.errors import report_user_errors
 # The line that labels the points: y = sign(TRUE_W . x + TRUE_B).
 TRUE_W, TRUE_B = np.array([1.0, -2.0]), 0.3
 
+SECTION = "Perceptron and a softsign unit on separable 2-D points"
+
 
 def make_points(n: int, margin: float, seed: int):
     """(x [n, 2] float64, y [n] in {-1, +1}): uniform points at least `margin` from the line."""
@@ -134,8 +136,18 @@ def run(workdir, *, points=100, margin=0.05, max_epochs=100, learning_rate=0.5, 
                      "train_accuracy": float(np.mean(softsign_pred == y))},
     }
     plot(workdir / "perceptron.png", x, y, (w, b), softsign, mistakes, losses)
-    _common.write_results(workdir, results)
-    return results
+    return _common.finish(workdir, results,
+                          state={"perceptron": {"w": w, "b": np.asarray(b)}, "softsign": softsign},
+                          curves={"softsign_mse": losses, "perceptron_mistakes": mistakes})
+
+
+def headline(r) -> str:
+    p, s, f = r["perceptron"], r["softsign"], r["flags"]
+    return (f"the perceptron separates {f['points']} separable 2-D points (margin {f['margin']:g}) "
+            f"after {p['updates']} updates in {p['epochs']} epochs (Novikoff bound "
+            f"{p['novikoff_bound']:.0f}); a softsign unit trained by gradient descent beside it: "
+            f"MSE {s['initial_loss']:.3f} -> {s['final_loss']:.3f}, "
+            f"{100 * s['train_accuracy']:.0f} %")
 
 
 def main(argv):

@@ -28,6 +28,8 @@ from experiments import _common
 from jaxdigits import cli
 from jaxdigits.errors import report_user_errors
 
+SECTION = "Logistic regression: gradient descent against Newton's method"
+
 
 def make_data(n: int, flip: float, seed: int):
     """(x [n] float32 in [0, 10], y [n] float32 in {0, 1}): a step at x = 5 with flipped labels."""
@@ -136,8 +138,18 @@ def run(workdir, *, points=200, flip=0.1, l2=0.01, learning_rate=0.1, steps=2000
     }
     plot(workdir / "logistic.png", x, y, np.asarray(theta_gd), np.asarray(theta_newton),
          gd_values, newton_values, optimum)
-    _common.write_results(workdir, results)
-    return results
+    return _common.finish(workdir, results,
+                          state={"theta_gd": theta_gd, "theta_newton": theta_newton},
+                          curves={"gd_objective": gd_values, "newton_objective": newton_values})
+
+
+def headline(r) -> str:
+    gd, nt, f = r["gradient_descent"], r["newton"], r["flags"]
+    return (f"logistic regression on {f['points']} noisy 1-D points with L2 {f['l2']:g}: gradient "
+            f"descent ({gd['steps']:,} steps) w = {gd['w']:.5f}, b = {gd['b']:.5f}; Newton "
+            f"({nt['steps']} steps) w = {nt['w']:.5f}, b = {nt['b']:.5f}; probability curves "
+            f"within {r['max_probability_difference']:.1e}; {100 * r['train_accuracy']:.1f} % "
+            f"train accuracy (flipped labels cap it)")
 
 
 def main(argv):

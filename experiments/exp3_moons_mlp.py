@@ -28,6 +28,8 @@ from jaxdigits.errors import report_user_errors
 
 LAYERS = (2, 4, 2, 1)
 
+SECTION = "A small MLP on the two moons"
+
 
 def make_moons(n: int, noise: float, seed: int):
     """(x [n, 2] float32, y [n] float32 in {0, 1}), shuffled: two interleaved half circles."""
@@ -154,8 +156,16 @@ def run(workdir, *, points=1000, noise=0.1, test_fraction=0.2, learning_rate=0.0
         "train_accuracy": accuracy(params, x_train, y_train), "test_accuracy": test_acc,
     }
     plot(workdir, params, x_train, y_train, x_test, y_test, losses, test_acc)
-    _common.write_results(workdir, results)
-    return results
+    return _common.finish(workdir, results, state=[list(layer) for layer in params],
+                          curves={"train_loss": losses})
+
+
+def headline(r) -> str:
+    f = r["flags"]
+    return (f"a 2-4-2-1 sigmoid MLP, Adam {f['learning_rate']:g}, {f['steps']:,} full-batch steps "
+            f"on two moons (noise {f['noise']:g}): loss {r['initial_loss']:.3f} -> "
+            f"{r['final_loss']:.4f}, {100 * r['test_accuracy']:.1f} % on the {r['test_count']} "
+            f"held-out points")
 
 
 def main(argv):

@@ -29,6 +29,8 @@ from jaxdigits.errors import report_user_errors
 A = np.array([[6, 6, 4], [3, 4, 0], [7, 2, 2], [0, 2, 1], [1, 6, 3]], np.float64)
 B = np.array([1, 2, 3, 4, 5], np.float64)
 
+SECTION = "Least squares: the closed form against gradient descent"
+
 
 def cost(x, a, b):
     """||Ax - b||^2."""
@@ -90,8 +92,17 @@ def run(workdir, *, learning_rate=0.001, steps=500) -> dict:
         "slowest_contraction_per_step": float(abs(1 - learning_rate * eigenvalues[0])),
     }
     plot(workdir / "least_squares.png", costs, distances, closed_cost, learning_rate)
-    _common.write_results(workdir, results)
-    return results
+    return _common.finish(workdir, results, state={"x": x, "iterates": iterates},
+                          curves={"cost": costs, "distance_to_closed_form": distances})
+
+
+def headline(r) -> str:
+    gd, cf, f = r["gradient_descent"], r["closed_form"], r["flags"]
+    x = ", ".join(f"{v:.4f}" for v in cf["x"])
+    return (f"least squares for a 5x3 A and b = [1, 2, 3, 4, 5]: closed form x* = [{x}]; gradient "
+            f"descent (lr {f['learning_rate']:g}, {f['steps']} steps) ends "
+            f"{gd['distance_to_closed_form']:.1e} from it, cost {gd['cost']:.6f} vs "
+            f"{cf['cost']:.6f}; stable below lr {r['stable_learning_rate_below']:.4f}")
 
 
 def main(argv):

@@ -33,6 +33,8 @@ from jaxdigits.errors import report_user_errors
 
 MINIMUM = 9 / 4
 
+SECTION = "Newton's method, gradient descent and backtracking on 2 - 3x^3 + x^4"
+
 
 def f(x):
     return 2 - 3 * x ** 3 + x ** 4
@@ -167,8 +169,21 @@ def run(workdir, *, x0_gd=1.0, learning_rates=(0.02, 0.09, 0.12), gd_steps=60, x
                          "gd_iterates": bt_xs, "gd_step_sizes": bt_ts},
     }
     plot(workdir / "newton_1d.png", runs, newton_runs, x0_backtracking, tried, c)
-    _common.write_results(workdir, results)
-    return results
+    state = {"gd": [np.asarray(xs) for xs in runs.values()],
+             "newton": np.asarray(newton_runs[x0_newton]), "backtracking": np.asarray(bt_xs)}
+    return _common.finish(workdir, results, state=state,
+                          curves={f"gd_x_lr{lr:g}": xs for lr, xs in runs.items()})
+
+
+def headline(r) -> str:
+    nt, bt = r["newton"], r["backtracking"]
+    gd = ", ".join(f"lr {lr}: x = {v['final_x']:.4f}{' (oscillating)' if v['oscillates'] else ''}"
+                   for lr, v in r["gradient_descent"].items())
+    return (f"Newton from {nt['x0']:g} reaches 9/4 in {nt['steps']} steps "
+            f"({', '.join(f'{x:.6g}' for x in nt['iterates'][1:4])}, ...); gradient descent from "
+            f"{r['flags']['x0_gd']:g}: {gd} (stable below 2/f''(9/4) = "
+            f"{r['gd_stable_below']:.3f}); Armijo backtracking from {bt['x0']:g} accepts "
+            f"t = {bt['step_size']:g}, x1 = {bt['x1']:g}")
 
 
 def main(argv):

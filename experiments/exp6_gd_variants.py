@@ -31,6 +31,8 @@ from jaxdigits import cli, optimizers
 from jaxdigits.config import Config
 from jaxdigits.errors import report_user_errors
 
+SECTION = "Batch, stochastic, mini-batch and momentum gradient descent"
+
 
 def make_data(n: int, seed: int):
     """(x [n, 2] float32, y [n] float32): two unit-variance Gaussian clouds, n / 2 points each."""
@@ -133,8 +135,18 @@ def run(workdir, *, points=1000, iterations=300, learning_rate=0.1, batch_size=3
         "cost_per_iteration": {name: costs for name, costs in curves.items()},
     }
     plot(workdir / "gd_variants.png", curves, {k: v[1] for k, v in methods.items()}, optimum)
-    _common.write_results(workdir, results)
-    return results
+    state = {n.replace("-", "_"): {"w": m["w"], "b": m["b"]} for n, m in finals.items()}
+    return _common.finish(workdir, results, state=state,
+                          curves={n.replace("-", "_"): c for n, c in curves.items()})
+
+
+def headline(r) -> str:
+    f, m = r["flags"], r["methods"]
+    return (f"batch, stochastic, mini-batch ({f['batch_size']}) and momentum ({f['momentum']:g}) "
+            f"gradient descent on a 2-D logistic regression, {f['iterations']} updates at lr "
+            f"{f['learning_rate']:g}: costs "
+            + " / ".join(f"{v['final_cost']:.4f}" for v in m.values())
+            + f" (minimum {r['minimum_cost']:.4f})")
 
 
 def main(argv):

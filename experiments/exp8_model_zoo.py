@@ -34,6 +34,7 @@ import shutil
 import time
 
 import jax
+import numpy as np
 from absl import app, flags
 
 from experiments import _common
@@ -41,6 +42,8 @@ from jaxdigits import cli, data, models, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 from jaxdigits.metrics import read_jsonl, write_atomic
+
+SECTION = "Linear, MLP and CNN on MNIST and Fashion-MNIST with the library's recipe"
 
 
 def run_one(config: Config, workdir: pathlib.Path, ds: data.Dataset) -> dict:
@@ -131,8 +134,20 @@ def run(workdir, *, datasets=("mnist", "fashion_mnist"), model_names=("linear", 
     if rows:
         plot(workdir / "model_zoo.png", rows, budget)
     write_atomic(workdir / "table.md", table(rows))
-    _common.write_results(workdir, results)
-    return results
+    accuracies = np.asarray([row["test_accuracy"] for row in rows])
+    return _common.finish(workdir, results, state={"test_accuracy": accuracies},
+                          curves={"test_accuracy": [row["test_accuracy"] for row in rows]})
+
+
+def headline(r) -> str:
+    parts = []
+    for dataset in dict.fromkeys(row["dataset"] for row in r["rows"]):
+        accs = [f"{100 * row['test_accuracy']:.2f}" for row in r["rows"]
+                if row["dataset"] == dataset]
+        parts.append(f"{dataset} {' / '.join(accs)} %")
+    models = " / ".join(dict.fromkeys(row["model"] for row in r["rows"]))
+    return (f"{models} with the library's recipe on a budget ({r['budget'].split(',')[0]}), full "
+            f"test sets: " + ", ".join(parts))
 
 
 def main(argv):

@@ -42,6 +42,8 @@ from jaxdigits import cli, inputs, losses, models, optimizers, scoring, step, tr
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError, report_user_errors
 
+SECTION = "Learning-rate sensitivity: from too slow to divergence"
+
 
 def make_trainer(model, config: Config, images, labels, steps: int, batch_size: int):
     """A jitted `(params, learning_rate, key) -> (params, loss per step [steps])`."""
@@ -167,9 +169,10 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
     setup = step.Setup(config, model, optax.identity(), tuple(images.shape[1:]), 1, mean, std)
     evaluate = scoring.make_evaluator(setup)
     test = inputs.to_device(test_x, test_y)
-    curves, summary = [], {}
-    for lr in rates:
+    curves, summary, finals = [], {}, {}
+    for i, lr in enumerate(rates):
         params, curve = trainer(params0, jnp.float32(lr), data_key)
+        finals[f"lr{i}"] = params  # The final parameters at each rate, for the checkpoint.
         curve = np.asarray(curve)
         curves.append(curve)
         scored = evaluate(params, test)
@@ -191,8 +194,19 @@ def run(workdir, *, learning_rates=(0.001, 0.01, 0.1, 1.0, 10.0, 1000.0), steps=
                "runs": summary, "library_guard": guard,
                "loss_per_step": {str(lr): c for lr, c in zip(rates, curves)}}
     plot(workdir / "lr_sensitivity.png", rates, curves, summary, budget)
-    _common.write_results(workdir, results)
-    return results
+    return _common.finish(workdir, results, state={"params": finals},
+                          curves={f"loss_lr{lr:g}": c for lr, c in zip(rates, curves)})
+
+
+def headline(r) -> str:
+    runs, best = r["runs"], r["best_learning_rate"]
+    rates = [float(lr) for lr in runs]
+    guard = r["library_guard"]
+    return (f"MLP + SGD at lr {min(rates):g} ... {max(rates):g}, {r['flags']['steps']} steps: "
+            f"{best:g} is best ({100 * runs[str(best)]['test_accuracy']:.2f} %), diverged: "
+            f"{', '.join(f'{lr:g}' for lr in r['diverged'])}"
+            + (f"; train_and_evaluate at lr {guard['learning_rate']:g} stops with its one-sentence "
+               "error" if guard and guard["stopped"] else ""))
 
 
 def main(argv):
