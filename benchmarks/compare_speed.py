@@ -73,9 +73,11 @@ def run_jaxdigits(model: str, epochs: int, extra: list[str], env: dict | None = 
     recipe = [f"--{k}={v}" for k, v in common.PEERS.items()]
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "r.json"
+        # --out=PATH writes the JSON; older checkouts (a --baseline) took --json=PATH.
+        newer = '"out"' in (pathlib.Path(root) / "jaxdigits" / "benchmark.py").read_text()
         cmd = [sys.executable, "-m", "jaxdigits.benchmark", f"--model={model}", *recipe,
                "--calls=2", "--repeats=1", "--quiet", f"--bench_epochs={epochs}",
-               f"--json={out}", *extra]
+               f"--out={out}" if newer else f"--json={out}", *extra]
         common.run_command(cmd, cwd=root, env={**os.environ, **(env or {})})
         r = json.loads(out.read_text())
     return {"seconds": r["epoch_seconds"][-1], "gflops_per_step": r["gflops_per_step"],

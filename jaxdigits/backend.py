@@ -1,14 +1,75 @@
 """Every per-backend choice in one place: CPU convolution kernels and layer formulations, XLA
-compile options, the default step driver, and how K models share a step.
+compile options, the default step driver, how K models share a step, the compute dtype, and the
+process-wide JAX settings every command starts with (the persistent compilation cache, no log
+line about accelerator libraries that are not installed).
 
 GPU and TPU keep the libraries' own layers and XLA's defaults; the CPU choices below were each
 measured faster on the 2-core machines this project runs on (docs/performance.md, BUILD_NOTES.md).
+Nothing CPU-specific (oneDNN, XLA CPU options, the fast layers) is built or used elsewhere.
 """
 
-import jax
+import logging
+import os
 
-from jaxdigits import onednn
+import jax
+import jax.numpy as jnp
+
+from jaxdigits import data, onednn
+from jaxdigits.config import DTYPES
 from jaxdigits.errors import UserError
+
+FALSE = ("0", "false", "no", "off")
+
+
+def compilation_cache_dir() -> str:
+    """Where compiled programs are kept: $JAX_COMPILATION_CACHE_DIR if set, else the jaxdigits
+    cache folder's `xla` (~/.cache/jaxdigits/xla, or under $XDG_CACHE_HOME or
+    $JAXDIGITS_CACHE_DIR)."""
+    return os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(data.cache_dir("xla"))
+
+
+def enable_compilation_cache(enabled: bool = True) -> str | None:
+    """Turns JAX's persistent compilation cache on (in `compilation_cache_dir()`) and returns its
+    folder, or off (None) when `enabled` is False or $JAX_ENABLE_COMPILATION_CACHE is false.
+
+    Every program that compiles for 0.05 s or more is kept (JAX's default keeps only those over
+    1 s, which none of the speedrun's are), so a second run of the same command loads them.
+    """
+    env_off = os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").strip().lower() in FALSE
+    if not enabled or env_off:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    path = compilation_cache_dir()
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    return path
+
+
+class NotInstalledFilter(logging.Filter):
+    """Drops JAX's INFO line for each accelerator platform whose library is simply not installed
+    ("Unable to initialize backend 'tpu': ... libtpu.so: cannot open shared object file").
+    Warnings and errors pass, as does everything else; asking for a platform that cannot start
+    (JAX_PLATFORMS=cuda) still fails with JAX's own error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO
+                    and str(record.msg).startswith("Unable to initialize backend"))
+
+
+def quiet_missing_platforms() -> None:
+    """Installs `NotInstalledFilter` on JAX's backend logger (once)."""
+    logger = logging.getLogger("jax._src.xla_bridge")
+    if not any(isinstance(f, NotInstalledFilter) for f in logger.filters):
+        logger.addFilter(NotInstalledFilter())
+
+
+def compute_dtype(dtype: str = "float32"):
+    """`--dtype` (config.DTYPES) as a jnp dtype: what the layers compute in; parameters, optimizer
+    state, loss and softmax stay float32 whatever it is (`models.make_model`)."""
+    if dtype not in DTYPES:
+        raise UserError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    return jnp.dtype(dtype)
 
 
 def is_cpu() -> bool:
@@ -45,10 +106,12 @@ def cpu_conv_choice(cpu_conv: str = "auto") -> str:
     return cpu_conv
 
 
-def onednn_grads(model: str, cpu_conv: str = "auto") -> bool:
+def onednn_grads(model: str, cpu_conv: str = "auto", dtype: str = "float32") -> bool:
     """Whether `model`'s convolutions (the CNNs' after the first) get oneDNN's gradients under
-    `--cpu_conv` (see `cpu_conv_choice`); other models never look for oneDNN."""
-    return model.startswith("cnn") and cpu_conv_choice(cpu_conv) == "onednn"
+    `--cpu_conv` (see `cpu_conv_choice`); other models, other backends and other dtypes than
+    float32 (the handlers are float32) never look for oneDNN."""
+    return (model.startswith("cnn") and dtype == "float32" and is_cpu()
+            and cpu_conv_choice(cpu_conv) == "onednn")
 
 
 def compiler_options(cpu_conv: str = "auto") -> dict:
@@ -78,12 +141,26 @@ def init_compile_options() -> dict:
     return {"xla_backend_optimization_level": 1} if is_cpu() else {}
 
 
+# The default (driver, steps per call) of each backend and what it rests on. A backend not listed
+# here gets ACCELERATOR_DRIVER, which no measurement supports yet: `python -m jaxdigits.benchmark
+# --suite` (or `python -m benchmarks.accelerator`) on that backend measures the drivers, and the
+# winner belongs here with its numbers.
+MEASURED_DRIVERS = {
+    "cpu": ("unroll", 8, "measured on 2-core Xeon and EPYC CPUs (docs/performance.md)"),
+}
+ACCELERATOR_DRIVER = ("scan", 64, "not yet measured on this backend: a guess (fewer host "
+                      "round-trips); run `python -m jaxdigits.benchmark --suite` to measure")
+
+
 def default_driver(backend: str | None = None) -> tuple[str, int]:
-    """(driver, steps per call) for a backend. CPU: 8 steps unrolled in one program, measured
-    fastest. GPU/TPU: `lax.scan` over 64 steps (fewer host round-trips), not yet measured."""
-    if (backend or jax.default_backend()) == "cpu":
-        return "unroll", 8
-    return "scan", 64
+    """(driver, steps per call) for a backend (default: this one); see MEASURED_DRIVERS."""
+    driver, steps, _ = MEASURED_DRIVERS.get(backend or jax.default_backend(), ACCELERATOR_DRIVER)
+    return driver, steps
+
+
+def driver_basis(backend: str | None = None) -> str:
+    """What the backend's default driver rests on: a measurement, or "not yet measured"."""
+    return MEASURED_DRIVERS.get(backend or jax.default_backend(), ACCELERATOR_DRIVER)[2]
 
 
 def resolve_driver(driver: str = "auto", steps_per_call: int = 0) -> tuple[str, int]:

@@ -11,9 +11,9 @@ import textwrap
 
 from absl import app, flags, logging
 
-from jaxdigits import recipes, runs
+from jaxdigits import backend, recipes, runs
 from jaxdigits.config import MODEL_DEFAULTS, Config
-from jaxdigits.errors import UserError, report_user_errors
+from jaxdigits.errors import UserError, parse_flags, report_user_errors
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +28,7 @@ TOPICS = {
     "augmentation": ("augment_shift", "augment_rotate", "augment_scale"),
     "scale-out": ("num_models", "sweep", "members", "devices", "distributed",
                   "coordinator_address", "num_processes", "process_id"),
-    "speed": ("driver", "steps_per_call", "layers", "cpu_conv"),
+    "speed": ("driver", "steps_per_call", "dtype", "layers", "cpu_conv", "compilation_cache"),
 }
 TOPIC_OF = {name: topic for topic, names in TOPICS.items() for name in names}
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort")
@@ -112,20 +112,34 @@ def run_config():
     return config, FLAGS.workdir or runs.default_workdir(config)
 
 
+def define_common_flags() -> None:
+    """The flags every command of `cli.run` has (defined once)."""
+    if "compilation_cache" not in FLAGS:
+        flags.DEFINE_bool("compilation_cache", True, "Keep compiled programs in JAX's persistent "
+                          "cache (~/.cache/jaxdigits/xla, or $JAX_COMPILATION_CACHE_DIR) so the "
+                          "next run starts sooner; JAX_ENABLE_COMPILATION_CACHE=false also turns "
+                          "it off.", module_name="speed")
+
+
 def start(argv, verbosity=logging.WARNING):
-    """The shared start of every main: no stray arguments, and quiet libraries (orbax logs every
-    file it writes at INFO) unless --verbosity is given. Returns the parsed flags."""
+    """The shared start of every main: no stray arguments, quiet libraries (orbax logs every file
+    it writes at INFO) unless --verbosity is given, never JAX's line per accelerator library not
+    installed, and the persistent compilation cache on unless turned off. Returns the flags."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; flags take the form --name=value.")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(verbosity)
+    backend.quiet_missing_platforms()
+    backend.enable_compilation_cache(FLAGS["compilation_cache"].value
+                                     if "compilation_cache" in FLAGS else True)
     return FLAGS
 
 
 def help_text() -> str:
     """--help: the program's docstring, then its flags by topic (TOPICS order), then the rest."""
     by_module = FLAGS.flags_by_module_dict()  # Topic flags are filed under their topic.
-    groups = {topic: [FLAGS[n] for n in names if FLAGS[n] in by_module.get(topic, [])]
+    groups = {topic: [FLAGS[n] for n in names
+                      if n in FLAGS and FLAGS[n] in by_module.get(topic, [])]
               for topic, names in TOPICS.items() if topic in by_module}
     program = sys.argv[0]  # absl files the flags a main defines under its path.
     groups[pathlib.Path(program).stem] = by_module.get(program, [])
@@ -151,11 +165,13 @@ def parse(argv):
     if any(arg in HELP_ARGS for arg in argv[1:argv.index("--") if "--" in argv else None]):
         print(help_text())
         sys.exit(0)
-    return app.parse_flags_with_usage(argv)
+    return parse_flags(argv)
 
 
 def run(main, define) -> None:
-    """Defines the program's flags with `define()` and runs `main` under absl, a UserError
-    ending it with one sentence and exit code 2."""
+    """Defines the program's flags with `define()` (and `define_common_flags`) and runs `main`
+    under absl, a UserError ending it with one sentence and exit code 2."""
+    backend.quiet_missing_platforms()
+    define_common_flags()
     define()
     app.run(report_user_errors(main), flags_parser=parse)

@@ -6,6 +6,7 @@ from its workdir alone.
 """
 
 import dataclasses
+import math
 import json
 
 from jaxdigits.errors import UserError
@@ -54,6 +55,8 @@ class Config:
                             "(jax.vmap); see docs/scale.md.")
     sweep: str = _f("", "Train one model per setting in one program, e.g. "
                         "learning_rate=1e-4,3e-4,1e-3;momentum=0.8,0.9 (the grid of all pairs).")
+    dtype: str = _f("float32", "Compute dtype: float32 or bfloat16 (parameters, optimizer state, "
+                               "loss and softmax stay float32).")
     layers: str = _f("auto", "CNN layer formulations: auto (fast on CPU, plain elsewhere), fast "
                              "(jaxdigits.fastconv) or plain; same math either way.")
     members: str = _f("auto", "How the members of --num_models/--sweep share each step: auto (loop "
@@ -82,6 +85,7 @@ DRIVERS = ("auto", "step", "unroll", "scan")
 LAYERS = ("auto", "fast", "plain")
 MEMBERS = ("auto", "loop", "vmap")
 CPU_CONVS = ("auto", "onednn", "eigen", "ynnpack")
+DTYPES = ("float32", "bfloat16")
 
 # What `python -m jaxdigits.train --model=NAME` uses for flags not given on the command line,
 # where the shared defaults above are not the best choice for that model (measured: README).
@@ -94,7 +98,16 @@ MODEL_DEFAULTS = {
 
 def validate(config: Config) -> Config:
     """Raises UserError, in one sentence, for values no run can use."""
+    for name in ("learning_rate", "warmup_epochs", "momentum", "b1", "b2", "weight_decay", "l2",
+                 "grad_clip", "dropout", "augment_rotate", "augment_scale"):
+        if not math.isfinite(getattr(config, name)):
+            raise UserError(f"--{name} must be a finite number, got {getattr(config, name)}.")
     checks = [
+        (0 <= config.seed < 2**32, f"--seed must be in [0, 2**32), got {config.seed}"),
+        (config.epochs <= 100_000, f"--epochs must be at most 100000, got {config.epochs}"),
+        (min(config.weight_decay, config.l2, config.grad_clip, config.momentum) >= 0,
+         "--weight_decay, --l2, --grad_clip and --momentum must be 0 or more"),
+        (0 <= config.b1 < 1 and 0 <= config.b2 < 1, "--b1 and --b2 must be in [0, 1)"),
         (config.batch_size > 0, f"--batch_size must be positive, got {config.batch_size}"),
         (config.eval_batch_size > 0, f"--eval_batch_size must be positive, got {config.eval_batch_size}"),
         (config.epochs > 0, f"--epochs must be at least 1, got {config.epochs}"),
@@ -112,6 +125,7 @@ def validate(config: Config) -> Config:
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
         (config.layers in LAYERS, f"unknown --layers {config.layers!r}; choose one of {', '.join(LAYERS)}"),
         (config.members in MEMBERS, f"unknown --members {config.members!r}; choose one of {', '.join(MEMBERS)}"),
+        (config.dtype in DTYPES, f"unknown --dtype {config.dtype!r}; choose one of {', '.join(DTYPES)}"),
         (config.cpu_conv in CPU_CONVS, f"unknown --cpu_conv {config.cpu_conv!r}; choose one of {', '.join(CPU_CONVS)}"),
     ]
     for ok, message in checks:

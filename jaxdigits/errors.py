@@ -35,6 +35,18 @@ def report_user_errors(main):
     return wrapped
 
 
+def parse_flags(argv):
+    """absl's flag parsing, a bad flag or value ending the program in one sentence and exit code
+    2 (absl itself prints two lines and a hint, exit 1)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}; see --help.", file=sys.stderr)
+        sys.exit(2)
+
+
 def check_writable_folder(path, flag: str) -> pathlib.Path:
     """`path` as a folder that exists or can be created, and can be written: else one sentence.
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdigits import backend, checkpoint, data, drivers, models, optimizers, runs, scoring, sweep_report
+from jaxdigits import backend, checkpoint, data, drivers, models, optimizers, runs, scoring
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from jaxdigits.inputs import epoch_order, to_device
@@ -231,6 +231,8 @@ def summarise_run(workdir, members: Members, ds, books: Books, finals, test_logi
               "ensemble": {"members": len(alive), "test_accuracy": ensemble["accuracy"],
                            "test_loss": ensemble["loss"], "test_count": ensemble["count"]}}
     write_json(workdir / "results.json", result)
+    from jaxdigits import sweep_report  # Imported here: matplotlib costs every run 0.25 s at start.
+
     sweep_report.write(workdir, result, members.swept)
     last = members.configs[0].epochs
     for m in result["members"]:

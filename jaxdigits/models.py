@@ -3,6 +3,10 @@
 Layers come from flax linen; the linen module never leaves this file, so the rest of jaxdigits
 sees a plain pytree of parameters and two pure functions. Images are float32 [batch, H, W, C],
 already normalised.
+
+Mixed precision (`dtype="bfloat16"`): the parameters stay float32 (and so do their gradients and
+the optimizer state); `apply` casts them and the images to bfloat16, every layer computes in
+bfloat16, and the logits come back as float32, so the softmax and the loss are float32.
 """
 
 from typing import Callable, NamedTuple, Sequence
@@ -113,16 +117,18 @@ MODELS = ("linear", "mlp", "cnn", "cnn_small", "cnn_tiny")
 
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
                dropout: float = 0.0, cpu_layers: bool | None = None,
-               onednn_grads: bool = False) -> Model:
+               onednn_grads: bool = False, dtype: str = "float32") -> Model:
     """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width.
 
     `cpu_layers` (default: `backend.default_cpu_layers()`) picks the CNN's CPU-fast formulations;
     `onednn_grads` (CPU only; see `backend.cpu_conv_choice`) computes the gradients of the CNN's later
-    convolutions in oneDNN. The parameters and the math are the same either way.
+    convolutions in oneDNN. The parameters and the math are the same either way. `dtype` is the
+    compute dtype (the module docstring); parameters and logits are float32 either way.
     """
     if cpu_layers is None:
         cpu_layers = backend.default_cpu_layers()
     module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads)
+    compute = backend.compute_dtype(dtype)
 
     def init(key, image_shape):
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
@@ -130,7 +136,11 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
 
     def apply(params, images, *, train: bool = False, key=None):
         rngs = {"dropout": key} if key is not None else None
-        return module.apply({"params": params}, images, train=train, rngs=rngs)
+        if compute != jnp.float32:  # Cast inside the differentiated function: float32 gradients.
+            params = jax.tree.map(lambda p: p.astype(compute), params)
+            images = images.astype(compute)
+        logits = module.apply({"params": params}, images, train=train, rngs=rngs)
+        return logits.astype(jnp.float32)  # [b, classes]
 
     return Model(init, apply)
 

@@ -69,12 +69,12 @@ def _stop(signum, frame):
 def main(argv):
     # absl alone, not jaxdigits.cli: that imports the training stack (flax, optax, orbax), 36 MB
     # and half a second that a server of an exported model does not need.
-    from absl import app, flags, logging
+    from absl import flags, logging
 
     from jaxdigits.errors import UserError
 
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; flags take the form --name=value.")
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)
@@ -125,7 +125,7 @@ def define_flags():
 if __name__ == "__main__":
     from absl import app
 
-    from jaxdigits.errors import report_user_errors
+    from jaxdigits.errors import parse_flags, report_user_errors
 
     define_flags()
-    app.run(report_user_errors(main))
+    app.run(report_user_errors(main), flags_parser=parse_flags)

@@ -39,11 +39,12 @@ class Setup(NamedTuple):
 def make_config_model(config: Config, num_classes: int, gradients: bool = True) -> models.Model:
     """The model a config names, with its --layers choice (auto: fast on CPU, plain elsewhere)
     and its --cpu_conv choice (oneDNN's gradients or XLA's; `gradients=False`, for a model that
-    is only scored, never looks for oneDNN: the forward is XLA's either way)."""
+    is only scored, never looks for oneDNN: the forward is XLA's either way), in its --dtype."""
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
                              dropout=config.dropout, cpu_layers=backend.cpu_layers(config.layers),
-                             onednn_grads=gradients
-                             and backend.onednn_grads(config.model, config.cpu_conv))
+                             onednn_grads=gradients and backend.onednn_grads(
+                                 config.model, config.cpu_conv, config.dtype),
+                             dtype=config.dtype)
 
 
 def make_setup(config: Config, num_train: int, image_shape, num_classes: int, mean, std) -> Setup:

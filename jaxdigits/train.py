@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import jax
 
-from jaxdigits import checkpoint, cli, drivers, inputs, many, models, optimizers, parallel, runs
-from jaxdigits import scoring, step
+from jaxdigits import backend, checkpoint, cli, drivers, inputs, many, models, optimizers, parallel
+from jaxdigits import runs, scoring, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import MetricWriter, write_atomic, write_json
@@ -76,9 +76,11 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     loop = Loop(setup, ds, drivers.make_chunk_runner(setup, driver, mesh),
                 scoring.make_evaluator(setup, mesh), steps_per_call, (data_key, step_key),
                 tuple(data), (mean, std), quiet or not primary)
+    guessed = config.driver == "auto" and jax.default_backend() not in backend.MEASURED_DRIVERS
+    basis = f" ({backend.driver_basis()})" if guessed else ""
     runs.log(f"{config.model} on {ds.name} from {ds.source}: {len(tx)} train, {len(vx)} validation, "
              f"{len(test_x)} test images; {models.count_params(state.params):,} parameters; "
-             f"{parallel.describe(mesh)}, driver {driver} x{steps_per_call}.")
+             f"{parallel.describe(mesh)}, driver {driver} x{steps_per_call}{basis}.")
     writer = MetricWriter(workdir, history) if primary else parallel.NullWriter()
     ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     try:

@@ -159,3 +159,10 @@ def train_cnn_two_steps(cpu_conv: str):
         state = run_chunk(*args, num_steps=2)[0]
     assert compiles() == 1
     return state, hlo
+
+
+@pytest.fixture(autouse=True, scope="session")
+def compilation_cache_in_tmp(tmp_path_factory):
+    """Compiled programs of the commands the tests run go to a folder of this test session, never
+    to the user's cache (~/.cache/jaxdigits/xla, where jaxdigits' commands keep them)."""
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("xla_cache"))

@@ -124,7 +124,7 @@ def test_a_workdir_that_is_or_lies_under_a_file_is_one_sentence(tmp_path, make):
 
 
 BAD_PLUGINS = {  # What the plug-in does, and what the sentence must say.
-    "init_raises": ("def init(params):\n    raise RuntimeError('boom')", "failed: RuntimeError: boom"),
+    "init_raises": ("def init(params):\n    raise RuntimeError('boom')", "RuntimeError: boom"),
     "wrong_tree": ("def init(params):\n    return ()\n\ndef update(g, s, p=None):\n"
                    "    return {'w': 0.0}, s", "returns updates that do not match the parameters"),
     "growing_state": ("def init(params):\n    return jnp.zeros(1)\n\ndef update(g, s, p=None):\n"

@@ -22,3 +22,10 @@ def test_train_help_is_grouped_by_topic():
     recipe_help = text[text.index("--recipe:"):text.index("--workdir:")]
     assert all(name in recipe_help for name in recipes.RECIPES)
     assert "verbosity" not in text and "orbax" not in text  # absl's and libraries' flags: --helpfull.
+
+
+def test_every_command_has_the_compilation_cache_flag_in_its_help():
+    """A program without the config's speed flags (evaluate) still lists the shared one."""
+    proc = run_cli("jaxdigits.evaluate", "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^speed:\n  --\[no\]compilation_cache:", proc.stdout, re.M), proc.stdout
