@@ -24,6 +24,7 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     "rmsprop": lambda lr, cfg: optax.rmsprop(lr),
     "adam": lambda lr, cfg: optax.adam(lr, b1=cfg.b1, b2=cfg.b2),
     "adamw": lambda lr, cfg: optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+    "nadamw": lambda lr, cfg: optax.nadamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
     "scratch_sgd": lambda lr, cfg: pure_optim.sgd(lr),
     "scratch_momentum": lambda lr, cfg: pure_optim.momentum(lr, cfg.momentum),
     "scratch_heavy_ball": lambda lr, cfg: pure_optim.heavy_ball(lr, cfg.momentum),

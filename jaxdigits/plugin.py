@@ -8,7 +8,8 @@ one, its default) names: int, float, bool (true/false), str, or None ('none', wh
 The learning rate: a factory with a `learning_rate` parameter receives the run's schedule there
 (`--learning_rate` and `--schedule`, a callable of the step, as optax's own factories accept);
 a factory without one is taken to emit a descent direction (like `optax.scale_by_adam`) and is
-chained with `optax.scale_by_learning_rate(schedule)`. The spec and the arguments are saved in
+chained with `optax.scale_by_learning_rate(schedule)`. A factory that treats the rate as a number
+is fed the schedule's value at each step through `optax.inject_hyperparams` (`schedule_ready`). The spec and the arguments are saved in
 the run's config, so `evaluate` and `--resume` rebuild the same optimizer; a relative file path
 is resolved from the directory those commands are run in. Every mistake is one `UserError`.
 """
@@ -22,8 +23,11 @@ import sys
 import types
 import typing
 
+import jax
+import jax.numpy as jnp
 import optax
 
+from jaxdigits import contract
 from jaxdigits.errors import UserError
 
 
@@ -138,8 +142,11 @@ def parse_args(factory, text: str, takes_schedule: bool) -> dict:
     return args
 
 
-def plugin_maker(spec: str, args_text: str = ""):
-    """`make(learning_rate) -> GradientTransformation` for `spec` with `args_text`, checked once."""
+def plugin_maker(spec: str, args_text: str = "", ready: bool = True):
+    """`make(learning_rate, **overrides) -> GradientTransformation` for `spec` with `args_text`
+    (`overrides` replace parsed arguments, as a race's trials do), checked once, as training
+    calls it (`schedule_ready`; `ready=False` leaves that to the caller, as the kit does).
+    `make.factory` is the user's function."""
     factory = load_factory(spec)
     try:
         takes_schedule = "learning_rate" in inspect.signature(factory).parameters
@@ -152,9 +159,12 @@ def plugin_maker(spec: str, args_text: str = ""):
         raise UserError(f"{spec} cannot be called with {sorted(args) or 'no arguments'} ({e}); pass "
                         "the missing arguments with --optimizer_args.") from None
 
-    def make(learning_rate) -> optax.GradientTransformation:
+    def make(learning_rate, **overrides) -> optax.GradientTransformation:
+        kwargs = {**args, **overrides}
         try:
-            tx = factory(learning_rate=learning_rate, **args) if takes_schedule else factory(**args)
+            tx = factory(learning_rate=learning_rate, **kwargs) if takes_schedule else factory(**kwargs)
+        except UserError:
+            raise
         except Exception as e:  # The user's code.
             raise UserError(f"{spec}({args_text}) failed: {type(e).__name__}: {e}.") from None
         if not isinstance(tx, optax.GradientTransformation):
@@ -162,10 +172,71 @@ def plugin_maker(spec: str, args_text: str = ""):
                             "optax.GradientTransformation (init, update).")
         return tx if takes_schedule else optax.chain(tx, optax.scale_by_learning_rate(learning_rate))
 
-    make(0.01)  # Fail here, in one sentence, rather than in the middle of a run.
-    return make
+    make.factory = factory
+    if not ready:
+        return make
+    ready_make = schedule_ready(make, spec)
+    # Fail here, in one sentence, not in the middle of a run: training's own check
+    # (`contract.verify`) repeats this on the model's parameters.
+    contract.verify(ready_make(_probe_schedule), _PROBE_PARAMS, spec)
+    return ready_make
 
 
 def make_plugin_optimizer(spec: str, args_text: str, learning_rate) -> optax.GradientTransformation:
     """The optimizer `spec` with `args_text`, on `learning_rate` (a float or a schedule)."""
     return plugin_maker(spec, args_text)(learning_rate)
+
+
+def _probe_schedule(count):
+    """A schedule as training passes one: a function of the step returning a float32 array."""
+    del count  # Unused.
+    return jnp.full([], 0.01, jnp.float32)
+
+_PROBE_PARAMS = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32), "b": jax.ShapeDtypeStruct((3,), jnp.float32)}
+
+
+def _fault(make, learning_rate):
+    """None if make(learning_rate) builds, inits and updates (traced on a small tree, not run),
+    else the exception. Trees and shapes are the kit's items and `contract.verify`'s business."""
+    try:
+        tx = make(learning_rate)
+        state = jax.eval_shape(tx.init, _PROBE_PARAMS)
+        jax.eval_shape(tx.update, _PROBE_PARAMS, state, _PROBE_PARAMS)
+        return None
+    except Exception as e:  # The optimizer's code.
+        return e
+
+
+def schedule_ready(make, name: str):
+    """`make(learning_rate, **kw)` made to take training's schedule as `learning_rate`.
+
+    A factory that takes the schedule is returned as it is. One that treats the learning rate as
+    a number (`-learning_rate * g`) is fed the schedule's value at each step through
+    `optax.inject_hyperparams`; numbers still go to it directly. One that works with neither
+    (it calls float() or branches on the rate) is refused here with a UserError saying how to
+    fix it, so the kit and training refuse it alike, before any work.
+    """
+    error = _fault(make, _probe_schedule)
+    if error is None:
+        return make
+
+    def fed(learning_rate, **kw):
+        if not callable(learning_rate):
+            return make(learning_rate, **kw)
+        return optax.inject_hyperparams(lambda learning_rate: make(learning_rate, **kw))(
+            learning_rate=learning_rate)
+
+    if _fault(fed, _probe_schedule) is None:
+        fed.fed_each_step = True  # What the kit reports.
+        fed.factory = getattr(make, "factory", make)
+        return fed
+    if _fault(make, 0.01) is None:
+        raise UserError(f"{name} takes its learning rate as a Python number only: given training's "
+                        f"schedule it fails ({contract.first_line(error).rstrip('.')}), and under "
+                        "optax.inject_hyperparams too; inside update read it as `lr = "
+                        "learning_rate(count) if callable(learning_rate) else learning_rate`, or "
+                        "use it in arithmetic only (no float(), no if on it).")
+    if isinstance(error, UserError):
+        raise error
+    contract.verify(make(_probe_schedule), _PROBE_PARAMS, name)  # Names the fault in one sentence.
+    raise UserError(f"{name} failed: {type(error).__name__}: {contract.first_line(error)}.")

@@ -7,8 +7,7 @@ created or changed on disk: each case gets its own folder (a file `afile`, an em
 `empty`), compared before and after, and the trained run the cases read is compared too.
 
 The cases of one program run in one process (`run_cli_cases`: a Python start with jax costs
-seconds). A case marked `FIX(...)` is a known failure whose fix belongs in the module it names;
-the mark is strict, so the fix turns it into an error until the mark is removed.
+seconds).
 """
 
 import contextlib
@@ -28,10 +27,6 @@ from conftest import ROOT, run_cli_cases
 SMALL = ["--model=linear", "--epochs=1", "--max_train_examples=512", "--validation_size=100",
          "--quiet"]
 NON_UTF8 = os.fsdecode(b"caf\xe9-\xff")  # Latin-1 bytes: not a valid UTF-8 file name.
-
-
-def FIX(where: str, what: str):
-    return pytest.mark.xfail(reason=f"fix in {where}: {what}", strict=True)
 
 
 # name: (arguments, mark). Placeholders: {case} the case's own folder, {file} a file in it,
@@ -265,8 +260,7 @@ SINGLE = {
         ["jaxdigits.check_optimizer", "adam", "--learning_rate=nan", "--skip=pure,jit,state,"
          "dtypes,state_dtype,extra_kwargs,inject_hyperparams,multi_steps,quadratic,rosenbrock,"
          "mnist"],
-        FIX("jaxdigits/check_optimizer.py (main)", "--learning_rate=nan runs the checks instead "
-            "of being refused; refuse a non-finite or non-positive rate")),
+        None),
     "train_workdir_non_utf8": (
         ["jaxdigits.train", *SMALL, f"--workdir={{case}}/{NON_UTF8}"],
         None),

@@ -11,7 +11,8 @@ from conftest import run_cli
 from jaxdigits import check_optimizer, optimizers
 from jaxdigits.errors import UserError
 
-CONTRACT = ("pure", "jit", "state", "dtypes", "extra_kwargs", "inject_hyperparams")
+CONTRACT = ("updates", "pure", "jit", "state", "dtypes", "state_dtype", "extra_kwargs",
+            "inject_hyperparams", "multi_steps")
 CONVERGENCE = ("quadratic", "rosenbrock", "mnist")
 
 
@@ -99,12 +100,12 @@ def test_every_built_in_keeps_the_contract():
 
 
 @pytest.mark.parametrize("make, failing", [
-    (impure, {"pure"}),
+    (impure, {"pure", "multi_steps"}),
     (recompiles, {"jit"}),
     (growing_state, {"state"}),
     (upcasts, {"dtypes"}),
     (rigid, {"extra_kwargs"}),
-    (python_rate, {"inject_hyperparams"}),
+    (python_rate, {"builds"}),
     pytest.param(ascent, {"quadratic", "rosenbrock", "mnist"}, marks=pytest.mark.slow),
     pytest.param(frozen_matrices, {"mnist"}, marks=pytest.mark.slow),  # Trains on MNIST.
 ])
@@ -135,6 +136,46 @@ def test_cli_exit_codes(tmp_path):
     proc = run_cli("jaxdigits.check_optimizer", f"{path}:ascent", "--skip=rosenbrock,mnist")
     assert proc.returncode == 1, proc.stderr
     assert "PASS  pure" in proc.stdout and "FAIL  quadratic" in proc.stdout
-    assert "7/8 items passed." in proc.stdout
+    assert "10/11 items passed." in proc.stdout
     proc = run_cli("jaxdigits.check_optimizer", f"{path}:nothing")
     assert proc.returncode == 2 and "has no function 'nothing'" in proc.stderr
+
+
+def wrong_tree(learning_rate):
+    update = lambda grads, state, params=None: ({"w": -learning_rate * grads["w"]}, state)
+    return _sgd_like(update)  # Drops the bias's update.
+
+
+def mu_dtype_ignored(learning_rate, mu_dtype=None):
+    # Declares mu_dtype at init but computes the momentum in float32, so it does not stay.
+    init = lambda params: CountState(jax.tree.map(lambda p: jnp.zeros_like(p, mu_dtype), params))
+    update = lambda grads, state, params=None: (
+        jax.tree.map(lambda g: -learning_rate * g, grads),
+        CountState(jax.tree.map(lambda m, g: 0.9 * m.astype(jnp.float32) + g, state.count, grads)))
+    return _sgd_like(update, init)
+
+
+def adam_declared(learning_rate, mu_dtype=None):
+    return optax.adam(learning_rate, mu_dtype=mu_dtype)
+
+
+def _only(*names):
+    return tuple(set(check_optimizer.ITEMS) - set(names))
+
+
+def test_new_items_name_the_problem():
+    items = {i.name: i for i in check_optimizer.check(wrong_tree, skip=_only("updates")).items}
+    assert "the updates' tree" in items["updates"].reason and "is not the parameters'" in items["updates"].reason
+    assert not items["updates"].passed
+    items = {i.name: i for i in check_optimizer.check(mu_dtype_ignored, skip=_only("state_dtype")).items}
+    assert not items["state_dtype"].passed
+    assert "declared bfloat16 by mu_dtype, became float32" in items["state_dtype"].reason
+    report = check_optimizer.check(adam_declared, skip=_only("state_dtype", "multi_steps"))
+    assert report.passed, str(report)
+    assert "mu_dtype=bfloat16: 2 state leaves stay bfloat16" in str(report)
+    assert "equal two steps on their means" in str(report)
+
+
+def test_unknown_skip_names_are_refused():
+    with pytest.raises(UserError, match="--skip names no item 'mnsit'; the items are updates, pure"):
+        check_optimizer.check("sgd", skip=("mnsit",))

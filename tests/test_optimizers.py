@@ -13,7 +13,7 @@ from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "nadamw"])
 def test_each_optimizer_minimises_a_quadratic(name):
     config = Config(optimizer=name, learning_rate=0.05, schedule="constant", epochs=1)
     tx = optimizers.make_optimizer(config, steps_per_epoch=200)
@@ -65,3 +65,38 @@ def test_registry_is_open(monkeypatch):
     monkeypatch.setitem(optimizers.OPTIMIZERS, "lion", lambda lr, cfg: optax.lion(lr))
     tx = optimizers.make_optimizer(dataclasses.replace(Config(), optimizer="lion"), 10)
     assert isinstance(tx, optax.GradientTransformation)
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def test_verify_names_each_fault_in_one_sentence():
+    """contract.verify: what training calls before it writes anything (traced, not run)."""
+    from jaxdigits import contract
+
+    params = _abstract({"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)})
+    contract.verify(optax.adam(1e-3), params, "adam")  # Passes: returns None.
+    sgd_like = lambda update, init=lambda p: optax.EmptyState(): optax.GradientTransformation(init, update)
+
+    def raises(grads, state, params=None):
+        raise ValueError("boom")
+
+    def growing(grads, state, params=None):
+        return grads, jnp.append(state, 1.0)
+
+    cases = [
+        (optax.GradientTransformation(lambda p: 1 / 0, optax.sgd(1.0).update),
+         "x's init raised ZeroDivisionError: division by zero."),
+        (sgd_like(raises), "x's update raised ValueError: boom."),
+        (sgd_like(lambda g, s, p=None: ({"w": g["w"]}, s)), "the updates' tree"),
+        (sgd_like(lambda g, s, p=None: (jax.tree.map(lambda x: x[..., :1], g), s)),
+         "updates['b'] is float32[1] but the parameter is float32[3]"),
+        (sgd_like(growing, lambda p: jnp.zeros(0)),
+         "x's state changes after one update (state went from float32[0] to float32[1]), so "
+         "every training step would compile again"),
+    ]
+    for tx, message in cases:
+        with pytest.raises(UserError) as error:
+            contract.verify(tx, params, "x")
+        assert message in str(error.value) and "\n" not in str(error.value)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import shutil
 import textwrap
 
@@ -127,3 +128,87 @@ def test_train_cli_refuses_a_bad_plug_in(tmp_path):
 
 def test_the_docs_show_the_lion_plug_in_as_shipped():
     assert (ROOT / "examples" / "lion.py").read_text().strip() in (ROOT / "docs" / "optimizers.md").read_text()
+
+
+FLOAT_ONLY = """
+    import jax
+    import optax
+
+    def sgd_number(learning_rate):
+        # Treats the rate as a number: training's schedule arrives through inject_hyperparams.
+        update = lambda g, s, p=None: (jax.tree.map(lambda x: -learning_rate * x, g), s)
+        return optax.chain(optax.GradientTransformation(lambda p: optax.EmptyState(), update))
+
+    def sgd_float(learning_rate):
+        return optax.sgd(float(learning_rate))  # float() of a schedule: nothing can feed it.
+    """
+TINY = Config(model="linear", epochs=1, batch_size=64, max_train_examples=512, validation_size=100,
+              driver="step", schedule="warmup_cosine", learning_rate=0.1)
+
+
+@pytest.mark.slow
+def test_a_float_only_learning_rate_trains_as_the_kit_says(tmp_path, mnist):
+    """The kit and training treat a factory that takes its rate as a number alike: it is fed the
+    schedule's value each step, and trains as optax.sgd on the same schedule does."""
+    from jaxdigits import check_optimizer
+
+    spec = f"{_write(tmp_path, FLOAT_ONLY)}:sgd_number"
+    report = check_optimizer.check(spec, skip=("quadratic", "rosenbrock", "mnist"))
+    assert report.passed, str(report)
+    assert "feeds it the schedule's value" in report.items[0].reason
+    ours = train.train_and_evaluate(dataclasses.replace(TINY, optimizer=spec), tmp_path / "ours",
+                                    quiet=True, allow_download=False)
+    reference = train.train_and_evaluate(dataclasses.replace(TINY, optimizer="sgd"),
+                                         tmp_path / "sgd", quiet=True, allow_download=False)
+    assert ours["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=2e-4)
+    assert ours["test_loss"] == pytest.approx(reference["test_loss"], rel=1e-4)
+
+
+def test_a_float_only_learning_rate_that_cannot_be_fed_fails_kit_and_training_alike(tmp_path):
+    from jaxdigits import check_optimizer
+
+    spec = f"{_write(tmp_path, FLOAT_ONLY)}:sgd_float"
+    report = check_optimizer.check(spec)
+    assert [(i.name, i.passed) for i in report.items] == [("builds", False)]
+    assert "takes its learning rate as a Python number only" in report.items[0].reason
+    with pytest.raises(UserError) as error:
+        train.train_and_evaluate(dataclasses.replace(TINY, optimizer=spec), tmp_path / "run",
+                                 quiet=True, allow_download=False)
+    assert str(error.value) == report.items[0].reason  # The same sentence, how to fix it included.
+    assert "learning_rate(count) if callable(learning_rate)" in str(error.value)
+    assert not (tmp_path / "run").exists()  # Before any work: no config.json.
+
+
+BROKEN_STATE = """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def growing(learning_rate):
+        def update(grads, state, params=None):
+            return jax.tree.map(lambda g: -0.01 * g, grads), jnp.append(state, 1.0)
+        return optax.GradientTransformation(lambda params: jnp.zeros(0), update)
+
+    def raising(learning_rate):
+        def init(params):
+            raise RuntimeError("no state for you")
+        return optax.GradientTransformation(init, optax.sgd(0.1).update)
+
+    def half_tree(learning_rate):
+        update = lambda grads, state, params=None: ({"w": grads["w"]}, state)
+        return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    """
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("growing", "growing's state changes after one update (state went from float32[0] to "
+                "float32[1]), so every training step would compile again"),
+    ("raising", "raising's init raised RuntimeError: no state for you."),
+    ("half_tree", "half_tree's update returns updates that do not match the parameters"),
+])
+def test_training_refuses_a_broken_plug_in_before_any_work(tmp_path, factory, message):
+    spec = f"{_write(tmp_path, BROKEN_STATE)}:{factory}"
+    with pytest.raises(UserError, match=re.escape(message)):
+        train.train_and_evaluate(dataclasses.replace(TINY, optimizer=spec), tmp_path / "run",
+                                 quiet=True, allow_download=False)
+    assert not (tmp_path / "run").exists()
