@@ -18,10 +18,8 @@ that says so.
 import concurrent.futures
 import contextlib
 import datetime
-import http.server
 import importlib.resources
 import json
-import re
 import sys
 import threading
 import time

@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from conftest import ROOT, run_cli
-from jaxdigits import backend, models, onednn, step
+from jaxdigits import backend, onednn, step
 from jaxdigits.config import Config
 
 

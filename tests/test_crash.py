@@ -61,6 +61,7 @@ def test_a_kill_at_any_point_then_a_rerun_ends_as_an_uninterrupted_run(point, re
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_a_finished_run_run_again_changes_nothing_on_disk(tiny_run):
     workdir, final = tiny_run
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
@@ -132,6 +133,7 @@ BAD_PLUGINS = {  # What the plug-in does, and what the sentence must say.
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", sorted(BAD_PLUGINS))
 def test_a_broken_plug_in_optimizer_is_one_sentence_before_anything_is_written(tmp_path, fault):
     plugin = tmp_path / "bad.py"

@@ -124,7 +124,7 @@ def test_the_lion_walkthrough_is_the_example_file():
     assert (ROOT / "examples" / "lion.py").read_text() in blocks
 
 
-def test_build_notes_is_a_design_record_of_at_most_60_kb():
+def test_build_notes_is_a_design_record_of_at_most_100_kb():
     text = (ROOT / "BUILD_NOTES.md").read_text()
-    assert len(text.encode()) <= 60_000
+    assert len(text.encode()) <= 100_000
     assert "\n## Layout\n" in text and "\n## Structure checks\n" in text

@@ -3,6 +3,8 @@
 import dataclasses
 import re
 
+import pytest
+
 from conftest import run_cli
 from jaxdigits import cli, recipes
 from jaxdigits.config import Config
@@ -24,6 +26,7 @@ def test_train_help_is_grouped_by_topic():
     assert "verbosity" not in text and "orbax" not in text  # absl's and libraries' flags: --helpfull.
 
 
+@pytest.mark.slow
 def test_every_command_has_the_compilation_cache_flag_in_its_help():
     """A program without the config's speed flags (evaluate) still lists the shared one."""
     proc = run_cli("jaxdigits.evaluate", "--help", timeout=120)

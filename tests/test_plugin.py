@@ -112,6 +112,7 @@ def test_plug_in_mistakes_are_one_sentence(tmp_path, optimizer, args, message):
         optimizers.make_optimizer(config, 10)
 
 
+@pytest.mark.slow
 def test_train_cli_refuses_a_bad_plug_in(tmp_path):
     path = _write(tmp_path, BAD)
     cases = [(f"{path}:not_a_tx", "", "not an optax.GradientTransformation"),

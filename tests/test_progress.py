@@ -12,14 +12,16 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_on_a_terminal_the_bar_is_redrawn_every_half_second_without_updates():
+def test_on_a_terminal_the_bar_is_redrawn_without_updates(monkeypatch):
+    assert Progress.REDRAW <= 0.5  # At least once a second, whatever the model.
+    monkeypatch.setattr(Progress, "REDRAW", 0.05)
     stream = Terminal()
     progress = Progress(60000, "epoch 1/5", quiet=False, stream=stream)
-    time.sleep(2.3)  # One long compiled call: no update from the driver meanwhile.
+    time.sleep(0.5)  # One long compiled call: no update from the driver meanwhile.
     redraws = stream.getvalue().count("\r")
     progress.update(6000, loss="0.5")
     progress.close()
-    assert redraws >= 4  # At least one redraw per second (one per 0.5 s asked).
+    assert redraws >= 5  # Ten asked; a loaded machine may lose some.
     assert "compiling" in stream.getvalue() and "loss=0.5" in stream.getvalue()
 
 

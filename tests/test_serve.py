@@ -216,6 +216,7 @@ def test_concurrent_load(own_server, mnist):
           f"latency median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms")
 
 
+@pytest.mark.slow
 def test_serve_command(exported_model):
     proc = subprocess.Popen([sys.executable, "-m", "jaxdigits.serve", f"--model={exported_model}", "--port=0"],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin",

@@ -131,6 +131,7 @@ def slow(model, seconds: float):
     return predictor.Predictor(model.manifest, call, model.params)
 
 
+@pytest.mark.slow
 def test_a_flood_beyond_the_inflight_bound_gets_503_at_once(model):
     with serving(slow(model, 0.3), max_inflight=2, workers=1) as (port, log):
         def one(_):
@@ -146,6 +147,7 @@ def test_a_flood_beyond_the_inflight_bound_gets_503_at_once(model):
         assert retry == "1" and "busy" in body["error"] and seconds < 0.3 + 0.25
 
 
+@pytest.mark.slow
 def test_connections_beyond_the_cap_get_503_from_the_acceptor(model):
     with serving(model, max_connections=2) as (port, log):
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
@@ -159,6 +161,7 @@ def test_connections_beyond_the_cap_get_503_from_the_acceptor(model):
     assert any("refused: 2 connections open (503)" in line for line in log), log
 
 
+@pytest.mark.slow
 def test_slow_clients_get_408_and_are_dropped(model, capfd):
     """Half a request line, half a body, and a byte every 0.2 s: each dropped at the deadline."""
     with serving(model, request_timeout=0.6) as (port, log):
@@ -188,6 +191,7 @@ def test_slow_clients_get_408_and_are_dropped(model, capfd):
     assert len(log) == 4 and "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_clients_that_hang_up_cost_one_line(model, capfd):
     with serving(slow(model, 0.3)) as (port, log):
         sock = socket.create_connection(("127.0.0.1", port))
