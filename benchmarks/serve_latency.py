@@ -4,12 +4,10 @@
     python -m benchmarks.serve_latency --url=http://127.0.0.1:8000 --requests=400 --json=/tmp/l.json
     python -m benchmarks.serve_latency --url=http://127.0.0.1:8000 --accuracy   # all 10,000
 
-Result, 2-core AMD EPYC, busy (load 13.6-13.9: upper bounds), 2026-11-22 (then
-`experiments/serve_latency.py`), the seed-0 MLP exported: one client, 28x28 arrays 307
-requests/s, median round trip 1.7 ms (p95 10.2 ms), PNG drawings 220/s, 3.8 ms; 8 clients,
-arrays 588/s, 10.1 ms, PNGs 148/s, 31.8 ms. The server's own medians: preprocessing 0.05 ms
-(array) and 1.47 ms (PNG), the model 0.23 ms. `--accuracy`: 9,823 / 10,000 = 98.23 % through
-the API, the checkpoint's own accuracy. BUILD_NOTES.md.
+Result (results/serve_latency.json, docs/serving.md), 2-core Intel Xeon, quiet, 2026-12-02, the
+seed-0 MLP exported: one client, 28x28 arrays 532 requests/s, median round trip 1.8 ms, PNG
+drawings 402/s, 2.4 ms; 8 clients, arrays 506/s, 14.6 ms, PNGs 458/s, 17.1 ms. `--accuracy`
+sends all 10,000 test images through the API (98.23 %, the checkpoint's own accuracy, on AMD).
 
 Payloads: the first 100 MNIST test images as 28x28 arrays, and the same digits blown up to
 180 px on a 280x280 canvas as PNG data URLs (the page's path: decode, MNIST preprocessing,

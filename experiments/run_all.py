@@ -89,9 +89,12 @@ def machine() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()}-core {model} ({platform.machine()}), CPU only; shared with other "
-            f"jobs (load average {load} at the end), so wall times are inflated, CPU times less so")
+    load = os.getloadavg()[0]
+    head = f"{os.cpu_count()}-core {model} ({platform.machine()}), CPU only; "
+    if load <= os.cpu_count():  # The lessons themselves keep the cores busy, no more.
+        return head + f"quiet (load average {load:.1f} at the end: the lessons themselves)"
+    return head + (f"shared with other jobs (load average {load:.1f} at the end), so wall times "
+                   "are inflated, CPU times less so")
 
 
 def write_tables(runs_dir: pathlib.Path) -> dict:
