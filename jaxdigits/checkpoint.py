@@ -124,7 +124,16 @@ def read_meta(folder: pathlib.Path, epoch: int) -> dict:
 
 
 def _read_meta(folder: pathlib.Path, epoch: int) -> dict:
-    meta = _read(folder, epoch, meta=ocp.args.JsonRestore())["meta"]
+    return _checked(folder, epoch, _read(folder, epoch, meta=ocp.args.JsonRestore())["meta"])
+
+
+def _read_state(folder: pathlib.Path, epoch: int, state_args) -> tuple[dict, object]:
+    """(meta, state) in one read: the JSON item, digest included, and the state `state_args` ask."""
+    restored = _read(folder, epoch, meta=ocp.args.JsonRestore(), state=state_args)
+    return _checked(folder, epoch, restored["meta"]), restored["state"]
+
+
+def _checked(folder, epoch: int, meta) -> dict:
     if not isinstance(meta, dict):
         raise Damaged(f"the checkpoint {pathlib.Path(folder) / str(epoch)} is damaged: its metadata "
                       "is not a JSON object.", pathlib.Path(folder) / str(epoch))
@@ -142,15 +151,13 @@ def _verify(folder, epoch: int, meta: dict, key: str, tree) -> None:
 
 def verify(folder: pathlib.Path, epoch: int) -> None:
     """Reads a whole checkpoint back, with no model at hand, and checks it against its digest."""
-    meta = _read_meta(folder, epoch)
-    state = _read(folder, epoch, state=ocp.args.StandardRestore())["state"]
+    meta, state = _read_state(folder, epoch, ocp.args.StandardRestore())
     _verify(folder, epoch, meta, "state", state)
 
 
 def restore(folder: pathlib.Path, epoch: int, target) -> tuple[object, dict]:
     """Restores (state, meta), verified; `target` is a state of the same structure."""
-    meta = _read_meta(folder, epoch)
-    state = _read(folder, epoch, state=ocp.args.StandardRestore(target))["state"]
+    meta, state = _read_state(folder, epoch, ocp.args.StandardRestore(target))
     _verify(folder, epoch, meta, "state", state)
     meta.pop("digest", None)
     return state, meta
@@ -162,14 +169,14 @@ def restore_params(folder: pathlib.Path, epoch: int, target) -> tuple[object, di
     The optimizer state stays on disk, so a run trained with any optimizer (one registered by a
     plug-in that this process never loaded, too) can be evaluated or exported.
     """
-    meta = _read_meta(folder, epoch)
     state = {"params": target}
     args = ocp.args.PyTreeRestore(state, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(state))
     try:
-        params = _read(folder, epoch, state=args)["state"]["params"]
+        meta, state = _read_state(folder, epoch, args)
     except Damaged:  # Orbax refuses a target that does not fit; read what is there to tell.
-        params = _read(folder, epoch, state=ocp.args.StandardRestore())["state"]["params"]
+        meta, state = _read_state(folder, epoch, ocp.args.StandardRestore())
+    params = state["params"]
     if _shapes(params) != _shapes(target):
         raise UserError(f"the parameters in {pathlib.Path(folder) / str(epoch)} do not fit the "
                         "model its config describes (their names, shapes or dtypes differ).")

@@ -40,8 +40,6 @@ def check_workdir(workdir: pathlib.Path, config: Config) -> bool:
     """True if `workdir` holds this run already; raises if it holds something else or cannot be
     written. A run that saved no checkpoint yet (it diverged, or was stopped, in its first epoch)
     gives way to a new config."""
-    if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"--workdir={workdir} is a file, not a folder.")
     saved = read_config(workdir)
     if saved == config:
         return True  # Its files are rewritten only where they differ: a read-only copy re-scores.

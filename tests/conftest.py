@@ -47,6 +47,7 @@ from jaxdigits.errors import report_user_errors
 program, define, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 module = importlib.import_module(program)
 module_name, function = define.split(":")
+cli.define_common_flags()  # As cli.run does, before the program's own.
 getattr(importlib.import_module(module_name), function)()
 results = []
 for case in cases:
@@ -166,3 +167,21 @@ def compilation_cache_in_tmp(tmp_path_factory):
     """Compiled programs of the commands the tests run go to a folder of this test session, never
     to the user's cache (~/.cache/jaxdigits/xla, where jaxdigits' commands keep them)."""
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("xla_cache"))
+
+
+def run_driver(setup, data, driver: str, steps: int, steps_per_call: int):
+    """(state, metric sums) after `steps` steps from a fresh state, `steps_per_call` per call of
+    `driver`'s runner (the last call shorter), with fixed keys and a fixed order."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdigits import drivers, step
+
+    state = step.init_state(setup, jax.random.key(0))
+    run = drivers.make_chunk_runner(setup, driver)
+    perm = jax.random.permutation(jax.random.key(1), data.labels.shape[0]).astype(jnp.int32)
+    acc = step.zero_metrics()
+    for start in range(0, steps, steps_per_call):
+        state, acc = run(state, acc, data, perm, start, jax.random.key(2),
+                         num_steps=min(steps_per_call, steps - start))
+    return state, acc

@@ -29,101 +29,100 @@ SMALL = ["--model=linear", "--epochs=1", "--max_train_examples=512", "--validati
 NON_UTF8 = os.fsdecode(b"caf\xe9-\xff")  # Latin-1 bytes: not a valid UTF-8 file name.
 
 
-# name: (arguments, mark). Placeholders: {case} the case's own folder, {file} a file in it,
+# name: arguments. Placeholders: {case} the case's own folder, {file} a file in it,
 # {empty} an empty folder in it, {ro} a place no one can write, {run} the trained run.
 # "{ro}/jaxdigits-attack" is the one name used there, checked absent after the cases.
 TRAIN = {
-    "epochs_zero": (["--epochs=0"], None),
-    "epochs_nan": (["--epochs=nan"], None),
-    "unknown_flag": (["--bogus=1"], None),
-    "stray_argument": (["extra"], None),
-    "learning_rate_nan": (["--learning_rate=nan"], None),
-    "learning_rate_negative": (["--learning_rate=-1"], None),
-    "learning_rate_inf": (["--learning_rate=inf"], None),
-    "momentum_nan": (["--momentum=nan"], None),
-    "b2_inf": (["--b2=inf"], None),
-    "weight_decay_nan": (["--weight_decay=nan", "--optimizer=adamw"], None),
-    "grad_clip_negative": (["--grad_clip=-1"], None),
-    "seed_huge": (["--seed=99999999999999999999"], None),
-    "dropout_nan": (["--dropout=nan"], None),
-    "batch_negative": (["--batch_size=-5"], None),
-    "eval_batch_zero": (["--eval_batch_size=0"], None),
-    "hidden_zero": (["--hidden=0"], None),
-    "hidden_text": (["--hidden=a"], None),
-    "warmup_nan": (["--warmup_epochs=nan"], None),
-    "rotate_nan": (["--augment_rotate=nan"], None),
-    "num_models_zero": (["--num_models=0"], None),
-    "keep_checkpoints_negative": (["--keep_checkpoints=-1"], None),
-    "devices_negative": (["--devices=-1"], None),
-    "model_empty": (["--model="], None),
-    "dataset_empty": (["--dataset="], None),
-    "optimizer_empty": (["--optimizer="], None),
-    "schedule_empty": (["--schedule="], None),
-    "sweep_unknown": (["--sweep=depth=1,2"], None),
-    "recipe_unknown": (["--recipe=fastest"], None),
-    "workdir_is_file": (["--workdir={file}"], None),
-    "workdir_under_file": (["--workdir={file}/run"], None),
-    "workdir_read_only": (["--workdir={ro}/jaxdigits-attack"], None),
-    "data_dir_missing": (["--data_dir={case}/missing"], None),
-    "data_dir_is_file": (["--data_dir={file}"], None),
-    "data_dir_empty_folder": (["--data_dir={empty}"], None),
-    "data_dir_empty_string": (["--data_dir="], None),
-    "data_dir_non_utf8": ([f"--data_dir={{case}}/{NON_UTF8}"], None),
+    "epochs_zero": ["--epochs=0"],
+    "epochs_nan": ["--epochs=nan"],
+    "unknown_flag": ["--bogus=1"],
+    "stray_argument": ["extra"],
+    "learning_rate_nan": ["--learning_rate=nan"],
+    "learning_rate_negative": ["--learning_rate=-1"],
+    "learning_rate_inf": ["--learning_rate=inf"],
+    "momentum_nan": ["--momentum=nan"],
+    "b2_inf": ["--b2=inf"],
+    "weight_decay_nan": ["--weight_decay=nan", "--optimizer=adamw"],
+    "grad_clip_negative": ["--grad_clip=-1"],
+    "seed_huge": ["--seed=99999999999999999999"],
+    "dropout_nan": ["--dropout=nan"],
+    "batch_negative": ["--batch_size=-5"],
+    "eval_batch_zero": ["--eval_batch_size=0"],
+    "hidden_zero": ["--hidden=0"],
+    "hidden_text": ["--hidden=a"],
+    "warmup_nan": ["--warmup_epochs=nan"],
+    "rotate_nan": ["--augment_rotate=nan"],
+    "num_models_zero": ["--num_models=0"],
+    "keep_checkpoints_negative": ["--keep_checkpoints=-1"],
+    "devices_negative": ["--devices=-1"],
+    "model_empty": ["--model="],
+    "dataset_empty": ["--dataset="],
+    "optimizer_empty": ["--optimizer="],
+    "schedule_empty": ["--schedule="],
+    "sweep_unknown": ["--sweep=depth=1,2"],
+    "recipe_unknown": ["--recipe=fastest"],
+    "workdir_is_file": ["--workdir={file}"],
+    "workdir_under_file": ["--workdir={file}/run"],
+    "workdir_read_only": ["--workdir={ro}/jaxdigits-attack"],
+    "data_dir_missing": ["--data_dir={case}/missing"],
+    "data_dir_is_file": ["--data_dir={file}"],
+    "data_dir_empty_folder": ["--data_dir={empty}"],
+    "data_dir_empty_string": ["--data_dir="],
+    "data_dir_non_utf8": [f"--data_dir={{case}}/{NON_UTF8}"],
 }
 EVALUATE = {
-    "no_run": ([], None),
-    "workdir_empty": (["--workdir="], None),
-    "workdir_missing": (["--workdir={case}/missing"], None),
-    "workdir_is_file": (["--workdir={file}"], None),
-    "workdir_not_a_run": (["--workdir={empty}"], None),
-    "workdir_non_utf8": ([f"--workdir={{case}}/{NON_UTF8}"], None),
-    "workdir_and_checkpoint": (["--workdir={run}", "--checkpoint={run}/best/1"], None),
-    "empty_entry": (["--workdir={run},"], None),
-    "only_commas": (["--workdir=,"], None),
-    "which_unknown": (["--workdir={run}", "--which=first"], None),
-    "split_unknown": (["--workdir={run}", "--split=train"], None),
-    "worst_k_nan": (["--workdir={run}", "--worst_k=nan"], None),
-    "worst_k_zero": (["--workdir={run}", "--worst_k=0"], None),
-    "worst_k_huge": (["--workdir={run}", "--worst_k=100000000"], None),
-    "num_samples_negative": (["--workdir={run}", "--num_samples=-1"], None),
-    "num_samples_huge": (["--workdir={run}", "--num_samples=100000000"], None),
-    "sample_class_unknown": (["--workdir={run}", "--sample_class=banana"], None),
-    "sample_class_empty": (["--workdir={run}", "--sample_class="], None),
-    "report_dir_empty": (["--workdir={run}", "--report_dir="], None),
-    "report_dir_is_file": (["--workdir={run}", "--report_dir={file}"], None),
-    "report_dir_under_file": (["--workdir={run}", "--report_dir={file}/report"], None),
-    "report_dir_read_only": (["--workdir={run}", "--report_dir={ro}/jaxdigits-attack"], None),
-    "data_dir_missing": (["--workdir={run}", "--data_dir={case}/missing"], None),
-    "data_dir_empty_folder": (["--workdir={run}", "--data_dir={empty}"], None),
-    "data_dir_is_file": (["--workdir={run}", "--data_dir={file}"], None),
+    "no_run": [],
+    "workdir_empty": ["--workdir="],
+    "workdir_missing": ["--workdir={case}/missing"],
+    "workdir_is_file": ["--workdir={file}"],
+    "workdir_not_a_run": ["--workdir={empty}"],
+    "workdir_non_utf8": [f"--workdir={{case}}/{NON_UTF8}"],
+    "workdir_and_checkpoint": ["--workdir={run}", "--checkpoint={run}/best/1"],
+    "empty_entry": ["--workdir={run},"],
+    "only_commas": ["--workdir=,"],
+    "which_unknown": ["--workdir={run}", "--which=first"],
+    "split_unknown": ["--workdir={run}", "--split=train"],
+    "worst_k_nan": ["--workdir={run}", "--worst_k=nan"],
+    "worst_k_zero": ["--workdir={run}", "--worst_k=0"],
+    "worst_k_huge": ["--workdir={run}", "--worst_k=100000000"],
+    "num_samples_negative": ["--workdir={run}", "--num_samples=-1"],
+    "num_samples_huge": ["--workdir={run}", "--num_samples=100000000"],
+    "sample_class_unknown": ["--workdir={run}", "--sample_class=banana"],
+    "sample_class_empty": ["--workdir={run}", "--sample_class="],
+    "report_dir_empty": ["--workdir={run}", "--report_dir="],
+    "report_dir_is_file": ["--workdir={run}", "--report_dir={file}"],
+    "report_dir_under_file": ["--workdir={run}", "--report_dir={file}/report"],
+    "report_dir_read_only": ["--workdir={run}", "--report_dir={ro}/jaxdigits-attack"],
+    "data_dir_missing": ["--workdir={run}", "--data_dir={case}/missing"],
+    "data_dir_empty_folder": ["--workdir={run}", "--data_dir={empty}"],
+    "data_dir_is_file": ["--workdir={run}", "--data_dir={file}"],
 }
 EXPORT = {
-    "no_out": (["--workdir={run}"], None),
-    "out_is_file": (["--workdir={run}", "--out={file}"], None),
-    "out_under_file": (["--workdir={run}", "--out={file}/model"], None),
-    "out_read_only": (["--workdir={run}", "--out={ro}/jaxdigits-attack"], None),
-    "platform_unknown": (["--workdir={run}", "--out={case}/model", "--platforms=abacus"], None),
-    "workdir_missing": (["--workdir={case}/missing", "--out={case}/model"], None),
-    "data_dir_missing": (["--workdir={run}", "--out={case}/model", "--data_dir={case}/missing"],
-                         None),
+    "no_out": ["--workdir={run}"],
+    "out_is_file": ["--workdir={run}", "--out={file}"],
+    "out_under_file": ["--workdir={run}", "--out={file}/model"],
+    "out_read_only": ["--workdir={run}", "--out={ro}/jaxdigits-attack"],
+    "platform_unknown": ["--workdir={run}", "--out={case}/model", "--platforms=abacus"],
+    "workdir_missing": ["--workdir={case}/missing", "--out={case}/model"],
+    "data_dir_missing": ["--workdir={run}", "--out={case}/model", "--data_dir={case}/missing"],
 }
 BENCHMARK = {
-    "calls_zero": (["--calls=0"], None),
-    "calls_negative": (["--calls=-1"], None),
-    "repeats_negative": (["--repeats=-1"], None),
-    "bench_epochs_negative": (["--bench_epochs=-1"], None),
-    "model_unknown": (["--model=resnet"], None),
-    "batch_zero": (["--batch_size=0"], None),
-    "calls_nan": (["--calls=nan"], None),
-    "out_is_folder": (["--out={empty}"], None),
-    "out_under_file": (["--out={file}/bench.json"], None),
-    "data_dir_missing": (["--data_dir={case}/missing"], None),
+    "calls_zero": ["--calls=0"],
+    "calls_negative": ["--calls=-1"],
+    "repeats_negative": ["--repeats=-1"],
+    "bench_epochs_negative": ["--bench_epochs=-1"],
+    "model_unknown": ["--model=resnet"],
+    "batch_zero": ["--batch_size=0"],
+    "calls_nan": ["--calls=nan"],
+    "out_is_folder": ["--out={empty}"],
+    "out_under_file": ["--out={file}/bench.json"],
+    "data_dir_missing": ["--data_dir={case}/missing"],
 }
 PROGRAMS = {  # name: (module, define, cases, arguments every case starts with)
-    "train": ("jaxdigits.train", "tests.attack_flags:train", TRAIN, SMALL),
-    "evaluate": ("jaxdigits.evaluate", "tests.attack_flags:evaluate", EVALUATE, []),
-    "export": ("jaxdigits.export", "tests.attack_flags:export", EXPORT, []),
-    "benchmark": ("jaxdigits.benchmark", "tests.attack_flags:benchmark", BENCHMARK,
+    "train": ("jaxdigits.train", "jaxdigits.cli:define_train_flags", TRAIN, SMALL),
+    "evaluate": ("jaxdigits.evaluate", "jaxdigits.evaluate:define_flags", EVALUATE, []),
+    "export": ("jaxdigits.export", "jaxdigits.export:define_flags", EXPORT, []),
+    "benchmark": ("jaxdigits.benchmark", "jaxdigits.benchmark:define_flags", BENCHMARK,
                   ["--model=linear", "--max_train_examples=512", "--calls=1", "--repeats=1"]),
 }
 
@@ -179,7 +178,7 @@ def run_attacks(program: str, tmp: pathlib.Path, run: pathlib.Path | None) -> di
     tmp.mkdir()
     ro = read_only_place(tmp)
     prepared = {}
-    for name, (args, _) in cases.items():
+    for name, args in cases.items():
         case = tmp / name
         case.mkdir()
         (case / "afile").write_text("a file, not a folder")
@@ -233,8 +232,7 @@ def attacked(tmp_path_factory):
 
 
 def _params(program: str):
-    return [pytest.param(program, name, id=f"{program}-{name}", marks=mark or ())
-            for name, (_, mark) in PROGRAMS[program][2].items()]
+    return [pytest.param(program, name, id=f"{program}-{name}") for name in PROGRAMS[program][2]]
 
 
 @pytest.mark.slow
@@ -251,30 +249,26 @@ def _subprocess(args, tmp: pathlib.Path, timeout=120):
 
 
 # Programs whose flags are defined under their `__main__` (no define function for run_cli_cases)
-# and the case that crashes a background thread: one process each.
+# and the non-UTF-8 --workdir (it once crashed orbax's writer thread): one process each.
 SINGLE = {
-    "serve_port_text": (["jaxdigits.serve", "--port=abc"], None),
-    "serve_model_is_file": (["jaxdigits.serve", "--model={file}"], None),
-    "check_optimizer_nothing": (["jaxdigits.check_optimizer"], None),
-    "check_optimizer_learning_rate_nan": (
-        ["jaxdigits.check_optimizer", "adam", "--learning_rate=nan", "--skip=pure,jit,state,"
-         "dtypes,state_dtype,extra_kwargs,inject_hyperparams,multi_steps,quadratic,rosenbrock,"
-         "mnist"],
-        None),
-    "train_workdir_non_utf8": (
-        ["jaxdigits.train", *SMALL, f"--workdir={{case}}/{NON_UTF8}"],
-        None),
+    "serve_port_text": ["jaxdigits.serve", "--port=abc"],
+    "serve_model_is_file": ["jaxdigits.serve", "--model={file}"],
+    "check_optimizer_nothing": ["jaxdigits.check_optimizer"],
+    "check_optimizer_learning_rate_nan": [
+        "jaxdigits.check_optimizer", "adam", "--learning_rate=nan", "--skip=pure,jit,state,"
+        "dtypes,state_dtype,extra_kwargs,inject_hyperparams,multi_steps,quadratic,rosenbrock,"
+        "mnist"],
+    "train_workdir_non_utf8": ["jaxdigits.train", *SMALL, f"--workdir={{case}}/{NON_UTF8}"],
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=m or (), id=n)
-                                  for n, (_, m) in SINGLE.items()])
+@pytest.mark.parametrize("name", list(SINGLE))
 def test_bad_command_line_is_refused_cleanly_alone(tmp_path, name):
     case = tmp_path / "case"
     case.mkdir()
     (case / "afile").write_text("a file, not a folder")
-    args = [a.format(case=case, file=case / "afile") for a in SINGLE[name][0]]
+    args = [a.format(case=case, file=case / "afile") for a in SINGLE[name]]
     before = snapshot(case)
     assert_refused(_subprocess(args, tmp_path), before, snapshot(case))
 

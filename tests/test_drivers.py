@@ -2,23 +2,12 @@
 net, and the per-backend defaults say what they rest on."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import backend, drivers, inputs, step
+from conftest import run_driver
+from jaxdigits import backend, inputs, step
 from jaxdigits.config import Config
-
-
-def _run(setup, data, driver, steps, steps_per_call):
-    state = step.init_state(setup, jax.random.key(0))
-    run = drivers.make_chunk_runner(setup, driver)
-    perm = jax.random.permutation(jax.random.key(1), data.labels.shape[0]).astype(jnp.int32)
-    acc = step.zero_metrics()
-    for start in range(0, steps, steps_per_call):
-        state, acc = run(state, acc, data, perm, start, jax.random.key(2),
-                         num_steps=min(steps_per_call, steps - start))
-    return state, acc
 
 
 @pytest.mark.slow
@@ -32,9 +21,9 @@ def test_every_driver_gives_the_per_step_drivers_parameters(mnist):
     images, labels = mnist.train_images[:n], mnist.train_labels[:n]
     setup = step.make_setup(config, n, images.shape[1:], 10, *inputs.pixel_stats(images))
     data = inputs.to_device(images, labels)
-    reference, ref_acc = _run(setup, data, "step", 8, 1)
+    reference, ref_acc = run_driver(setup, data, "step", 8, 1)
     for driver, k in [("unroll", 3), ("scan", 3), ("scan", 8)]:
-        state, acc = _run(setup, data, driver, 8, k)
+        state, acc = run_driver(setup, data, driver, 8, k)
         assert int(state.step) == 8 and int(acc["count"]) == 8 * 32
         assert int(acc["correct"]) == int(ref_acc["correct"])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),

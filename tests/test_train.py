@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import count_compiles
-from jaxdigits import checkpoint, drivers, evaluate, inputs
+from conftest import count_compiles, run_driver
+from jaxdigits import checkpoint, evaluate, inputs
 from jaxdigits import metrics, optimizers, runs, scoring, step, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
@@ -27,17 +27,6 @@ def _setup(mnist, n=1024, **overrides):
     return setup, inputs.to_device(images, labels)
 
 
-def _run(setup, data, driver, steps, steps_per_call):
-    state = step.init_state(setup, jax.random.key(0))
-    run = drivers.make_chunk_runner(setup, driver)
-    perm = jax.random.permutation(jax.random.key(1), data.labels.shape[0]).astype(jnp.int32)
-    acc = step.zero_metrics()
-    for start in range(0, steps, steps_per_call):
-        state, acc = run(state, acc, data, perm, start, jax.random.key(2),
-                         num_steps=min(steps_per_call, steps - start))
-    return state, acc, run
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_drivers_compute_the_same_steps(mnist, model):
@@ -46,9 +35,9 @@ def test_drivers_compute_the_same_steps(mnist, model):
     can blow a 1e-9 gradient difference on a near-zero gradient up to a 1e-6 parameter change)."""
     setup, data = _setup(mnist, n=512, model=model, dropout=0.1, augment_shift=2,
                          optimizer="momentum", learning_rate=0.05, schedule="constant")
-    reference, ref_acc, _ = _run(setup, data, "step", 6, 1)
+    reference, ref_acc = run_driver(setup, data, "step", 6, 1)
     for driver, k in [("unroll", 3), ("scan", 6), ("unroll", 4)]:
-        state, acc, _ = _run(setup, data, driver, 6, k)
+        state, acc = run_driver(setup, data, driver, 6, k)
         assert int(state.step) == 6 and int(acc["count"]) == 6 * 64
         assert int(acc["correct"]) == int(ref_acc["correct"])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
@@ -65,7 +54,7 @@ def test_pixel_stats_match_numpy_over_several_chunks():
 def test_step_compiles_once(mnist):
     setup, data = _setup(mnist)
     with count_compiles("run") as compiles:
-        _run(setup, data, "unroll", 12, 4)  # Three calls with different start offsets.
+        run_driver(setup, data, "unroll", 12, 4)  # Three calls with different start offsets.
     assert compiles() == 1
 
 
@@ -94,7 +83,7 @@ def test_short_cnn_run_on_real_mnist_learns(tmp_path):
 
 def test_checkpoint_round_trip_is_exact(mnist, tmp_path):
     setup, data = _setup(mnist, optimizer="adam")
-    state, _, _ = _run(setup, data, "unroll", 4, 2)
+    state, _ = run_driver(setup, data, "unroll", 4, 2)
     saver = checkpoint.Checkpointer(tmp_path, keep=2)
     meta = {"epoch": 1, "history": [{"epoch": 1, "val_accuracy": 0.5}]}
     saver.save(1, state, meta, is_best=True)
