@@ -38,8 +38,13 @@ def config_with(text: str, base: config_lib.Config) -> config_lib.Config:
             raise errors.UserError(f"{item!r} is not name=value with a Config field's name.")
         default = getattr(base, name)
         try:
-            values[name] = (tuple(int(v) for v in value.split(":") if v)
-                            if isinstance(default, tuple) else type(default)(value))
+            if isinstance(default, bool):  # bool("false") is True.
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                values[name] = value.lower() in ("true", "1")
+            else:
+                values[name] = (tuple(int(v) for v in value.split(":") if v)
+                                if isinstance(default, tuple) else type(default)(value))
         except ValueError:
             kind = "list of ints" if isinstance(default, tuple) else type(default).__name__
             raise errors.UserError(f"{item!r}: not a valid {kind} for {name}.") from None

@@ -20,12 +20,13 @@ FLAGS = flags.FLAGS
 # Topic -> flags, in the order --help shows them (everyday ones first).
 TOPICS = {
     "run": ("model", "recipe", "workdir", "epochs", "seed", "quiet", "resume", "keep_checkpoints"),
-    "model": ("hidden", "dropout"),
+    "model": ("hidden", "dropout", "batch_norm", "ema_decay", "label_smoothing", "tta_shift"),
     "optimizer": ("optimizer", "learning_rate", "batch_size", "schedule", "warmup_epochs",
                   "optimizer_args", "momentum", "b1", "b2", "weight_decay", "l2", "grad_clip"),
     "data": ("dataset", "data_dir", "download", "validation_size", "max_train_examples",
              "eval_batch_size"),
-    "augmentation": ("augment_shift", "augment_rotate", "augment_scale"),
+    "augmentation": ("augment_shift", "augment_rotate", "augment_scale", "augment_elastic",
+                     "augment_elastic_sigma"),
     "scale-out": ("num_models", "sweep", "members", "devices", "distributed",
                   "coordinator_address", "num_processes", "process_id"),
     "speed": ("driver", "steps_per_call", "dtype", "layers", "cpu_conv", "compilation_cache"),

@@ -19,10 +19,19 @@ def _f(default, help_text):
 @dataclasses.dataclass(frozen=True)
 class Config:
     dataset: str = _f("mnist", "mnist, fashion_mnist, kmnist, or tfds:NAME.")
-    model: str = _f("cnn", "linear, mlp, cnn, cnn_small or cnn_tiny.")
+    model: str = _f("cnn", "linear, mlp, cnn, cnn_small, cnn_tiny or cnn_deep.")
     hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
                                      "(default 128), comma-separated.")
-    dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn).")
+    dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn; cnn_deep: after "
+                              "each block too).")
+    batch_norm: bool = _f(False, "Batch normalisation after every convolution and the dense "
+                                 "hidden layer (the cnn family; cnn_deep always has it).")
+    ema_decay: float = _f(0.0, "Keep an exponential moving average of the parameters with this "
+                               "decay (e.g. 0.999) and score it everywhere: validation, the best "
+                               "checkpoint, test, evaluate, export (0: off).")
+    label_smoothing: float = _f(0.0, "Train on labels smoothed by this much (0: off).")
+    tta_shift: int = _f(0, "Score every image as the mean probability over its copies shifted "
+                           "by up to this many pixels on each axis, (2s+1)^2 views (0: off).")
     optimizer: str = _f("adam", "sgd, momentum, nesterov, rmsprop, adam, adamw, scratch_* (our own "
                                 "versions), a registered one, or your own as module:factory or "
                                 "file.py:factory.")
@@ -43,6 +52,11 @@ class Config:
                                      "degrees (0: off).")
     augment_scale: float = _f(0.0, "Scale training images by a random factor in [1 - s, 1 + s] "
                                    "(0: off).")
+    augment_elastic: float = _f(0.0, "Elastic deformation of training images (Simard et al. "
+                                     "2003): displacement scale alpha in pixels (0: off; 8 is mild, "
+                                     "34 strong).")
+    augment_elastic_sigma: float = _f(4.0, "Smoothness of the elastic displacement field: the "
+                                           "Gaussian's standard deviation in pixels.")
     batch_size: int = _f(128, "Training batch size.")
     eval_batch_size: int = _f(1000, "Evaluation batch size (every example is scored regardless).")
     epochs: int = _f(5, "Training epochs (--model=linear and mlp default to 10).")
@@ -99,7 +113,8 @@ MODEL_DEFAULTS = {
 def validate(config: Config) -> Config:
     """Raises UserError, in one sentence, for values no run can use."""
     for name in ("learning_rate", "warmup_epochs", "momentum", "b1", "b2", "weight_decay", "l2",
-                 "grad_clip", "dropout", "augment_rotate", "augment_scale"):
+                 "grad_clip", "dropout", "augment_rotate", "augment_scale", "ema_decay",
+                 "label_smoothing", "augment_elastic", "augment_elastic_sigma"):
         if not math.isfinite(getattr(config, name)):
             raise UserError(f"--{name} must be a finite number, got {getattr(config, name)}.")
     checks = [
@@ -120,6 +135,11 @@ def validate(config: Config) -> Config:
         (config.augment_shift >= 0, "--augment_shift must be 0 (off) or more"),
         (0 <= config.augment_rotate <= 180, "--augment_rotate must be in [0, 180] degrees"),
         (0 <= config.augment_scale < 1, "--augment_scale must be in [0, 1)"),
+        (0 <= config.augment_elastic <= 100, "--augment_elastic must be in [0, 100] pixels"),
+        (0.5 <= config.augment_elastic_sigma <= 10, "--augment_elastic_sigma must be in [0.5, 10]"),
+        (0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}"),
+        (0 <= config.label_smoothing < 1, "--label_smoothing must be in [0, 1)"),
+        (0 <= config.tta_shift <= 4, f"--tta_shift must be in [0, 4], got {config.tta_shift}"),
         (config.num_models >= 1, f"--num_models must be at least 1, got {config.num_models}"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdigits
-from jaxdigits import cli, inputs, models, predictor, runs
+from jaxdigits import cli, inputs, models, predictor, runs, tta
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import write_json
 from jaxdigits.step import Setup
@@ -39,10 +39,11 @@ def _param_names(params) -> list[str]:
 def export_program(setup: Setup, params, platforms=("cpu",)) -> bytes:
     """The serialized predictor for float32 [b, *image_shape] pixel values in [0, 1]."""
     leaves, treedef = jax.tree.flatten(params)
-    model, mean, std = setup.model, setup.mean, setup.std
+    model, mean, std, shift = setup.model, setup.mean, setup.std, setup.config.tta_shift
 
     def predict_fn(param_list, images):
-        logits = model.apply(jax.tree.unflatten(treedef, param_list), (images - mean) / std)
+        variables = jax.tree.unflatten(treedef, param_list)
+        logits = tta.predict(lambda x: model.apply(variables, (x - mean) / std), images, shift)
         return {"logits": logits, "probabilities": jax.nn.softmax(logits)}  # [b, classes] each
 
     (batch,) = jax.export.symbolic_shape("b")
@@ -64,6 +65,7 @@ def score(model: predictor.Predictor, images, labels, batch_size: int = 1000) ->
 def export_run(path, *, which: str = "best", platforms=("cpu",), data_dir=None):
     """(manifest, program, params) for a run's workdir or checkpoint folder, accuracy measured."""
     setup, params, meta = runs.load_run(path, which)
+    params = models.scoring_variables(params)  # The moving average alone where there is one.
     leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
     broken = [name for name, x in zip(_param_names(params), leaves) if not np.isfinite(x).all()]
     if broken:

@@ -1,8 +1,11 @@
-"""Models as pure functions: `params = init(key, image_shape)`, `logits = apply(params, images)`.
+"""Models as pure functions: `variables = init(key, image_shape)`, `logits = apply(variables,
+images)`, and for training `train_apply(params, rest, images, key) -> (logits, rest)`.
 
 Layers come from flax linen; the linen module never leaves this file, so the rest of jaxdigits
-sees a plain pytree of parameters and two pure functions. Images are float32 [batch, H, W, C],
-already normalised.
+sees one pytree and pure functions. The variables are the parameters alone, as flax names them,
+or, for a model with batch normalisation or a moving average of its parameters,
+`{"params", "batch_stats", "ema"}` (`split` and `join`); only the train step tells them apart.
+Images are float32 [batch, H, W, C], already normalised.
 
 Mixed precision (`dtype="bfloat16"`): the parameters stay float32 (and so do their gradients and
 the optimizer state); `apply` casts them and the images to bfloat16, every layer computes in
@@ -61,7 +64,8 @@ class ConvReluPool(nn.Module):
 
 
 class CNN(nn.Module):
-    """conv 5x5x32 - ReLU - maxpool 2 - conv 5x5x64 - ReLU - maxpool 2 - dense 128 - ReLU - dense."""
+    """conv 5x5x32 - ReLU - maxpool 2 - conv 5x5x64 - ReLU - maxpool 2 - dense 128 - ReLU - dense;
+    with `batch_norm`, batch normalisation before each ReLU (and the convolutions lose their bias)."""
     features: Sequence[int] = (32, 64)
     kernels: Sequence[int] = (5, 5)  # Square kernel size of each convolution.
     hidden: int = 128
@@ -69,40 +73,73 @@ class CNN(nn.Module):
     dropout: float = 0.0
     cpu_layers: bool = False  # jaxdigits.fastconv's formulations: same math, faster on XLA:CPU.
     onednn_grads: bool = False  # Later convolutions' gradients in oneDNN (jaxdigits.onednn; CPU).
+    batch_norm: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
         for i, (width, size) in enumerate(zip(self.features, self.kernels, strict=True)):
-            if self.cpu_layers and x.shape[-1] == 1 and size % 2:  # The first layer, grey images.
-                x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # [b, h/2, w/2, width]
-                continue
+            if self.cpu_layers and not self.batch_norm and x.shape[-1] == 1 and size % 2:
+                x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # The first layer, grey images.
+                continue  # [b, h/2, w/2, width]
             hook = onednn.conv_general_dilated if self.onednn_grads else None  # None: lax's.
-            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}",
-                                conv_general_dilated=hook)(x))
+            x = nn.Conv(width, (size, size), padding="SAME", use_bias=not self.batch_norm,
+                        name=f"Conv_{i}", conv_general_dilated=hook)(x)
+            x = nn.relu(norm(name=f"BatchNorm_{i}")(x) if self.batch_norm else x)
             if self.cpu_layers:
                 x = fastconv.max_pool_2x2(x)  # [b, h/2, w/2, width]
             else:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [b, h/2, w/2, width]
         x = x.reshape(x.shape[0], -1)  # [b, 7 * 7 * 64] for 28x28 inputs
-        x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.Dense(self.hidden, use_bias=not self.batch_norm)(x)
+        x = nn.relu(norm(name="BatchNorm_dense")(x) if self.batch_norm else x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)  # [b, num_classes]
 
 
+class DeepCNN(nn.Module):
+    """Seven convolutions, each followed by batch normalisation and ReLU (C. Deotte's MNIST net):
+    32C3-32C3-32C5S2 | 64C3-64C3-64C5S2 | 128C4 - dense, dropout after each block ('|')."""
+    num_classes: int = 10
+    dropout: float = 0.0
+    onednn_grads: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        hook = onednn.conv_general_dilated if self.onednn_grads else None
+        layers = [(32, 3, 1, "VALID"), (32, 3, 1, "VALID"), (32, 5, 2, "SAME"), "drop",
+                  (64, 3, 1, "VALID"), (64, 3, 1, "VALID"), (64, 5, 2, "SAME"), "drop",
+                  (128, 4, 1, "VALID")]  # 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4 -> 1 for MNIST
+        for i, layer in enumerate(layers):
+            if layer == "drop":
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+                continue
+            width, size, stride, padding = layer
+            x = nn.Conv(width, (size, size), strides=stride, padding=padding, use_bias=False,
+                        name=f"Conv_{i}", conv_general_dilated=hook if i else None)(x)
+            x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                     name=f"BatchNorm_{i}")(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)  # [b, num_classes]
+
+
 class Model(NamedTuple):
-    """A model as two pure functions over a parameter pytree."""
-    init: Callable  # init(key, image_shape) -> params
-    apply: Callable  # apply(params, images, *, train=False, key=None) -> logits
+    """A model as pure functions over its variables, one pytree (`split` says what is in it)."""
+    init: Callable  # init(key, image_shape) -> variables
+    apply: Callable  # apply(variables, images, *, train=False, key=None) -> logits
+    train_apply: Callable  # train_apply(params, rest, images, key) -> (logits, rest)
 
 
 def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
-            cpu_layers: bool, onednn_grads: bool) -> nn.Module:
+            cpu_layers: bool, onednn_grads: bool, batch_norm: bool) -> nn.Module:
     if name == "linear":
         return Linear(num_classes)
     if name == "mlp":
         return MLP(tuple(hidden) or (512,), num_classes, dropout)
+    if name == "cnn_deep":
+        return DeepCNN(num_classes, dropout, onednn_grads)
     cnn = dict(num_classes=num_classes, dropout=dropout, cpu_layers=cpu_layers,
-               onednn_grads=onednn_grads)
+               onednn_grads=onednn_grads, batch_norm=batch_norm)
     if name == "cnn":
         return CNN(hidden=hidden[0] if hidden else 128, **cnn)
     if name == "cnn_small":  # The seed CNN's layout with a quarter of its work.
@@ -112,37 +149,78 @@ def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
 
 
-MODELS = ("linear", "mlp", "cnn", "cnn_small", "cnn_tiny")
+MODELS = ("linear", "mlp", "cnn", "cnn_small", "cnn_tiny", "cnn_deep")
+
+
+def split(variables) -> tuple:
+    """(params, rest): the trained parameters, and what else the variables hold, a dict with
+    "batch_stats" (batch normalisation's running statistics) and "ema" (the parameters' moving
+    average) where the model has them. A model with neither is its parameters alone, as flax
+    names them, and its rest is {}."""
+    if isinstance(variables, dict) and "params" in variables:
+        return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    return variables, {}
+
+
+def join(params, rest: dict):
+    """`split`'s inverse."""
+    return {"params": params, **rest} if rest else params
+
+
+def scoring_variables(variables):
+    """What scoring reads: the moving average in place of the parameters where there is one."""
+    params, rest = split(variables)
+    rest = dict(rest)
+    return join(rest.pop("ema", params), rest)
 
 
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
                dropout: float = 0.0, cpu_layers: bool | None = None,
-               onednn_grads: bool = False, dtype: str = "float32") -> Model:
+               onednn_grads: bool = False, dtype: str = "float32", batch_norm: bool = False,
+               ema: bool = False) -> Model:
     """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width.
 
     `cpu_layers` (default: `backend.default_cpu_layers()`) picks the CNN's CPU-fast formulations;
     `onednn_grads` (CPU only; see `backend.cpu_conv_choice`) computes the gradients of the CNN's later
     convolutions in oneDNN. The parameters and the math are the same either way. `dtype` is the
     compute dtype (the module docstring); parameters and logits are float32 either way.
+    `batch_norm` adds batch normalisation to the cnn family (cnn_deep always has it); `ema`
+    keeps a moving average of the parameters in the variables, which `apply` scores.
     """
     if cpu_layers is None:
         cpu_layers = backend.default_cpu_layers()
-    module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads)
+    module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads, batch_norm)
     compute = backend.compute_dtype(dtype)
+    cast = (lambda tree: jax.tree.map(lambda p: p.astype(compute), tree)) \
+        if compute != jnp.float32 else (lambda tree: tree)
 
     def init(key, image_shape):
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
-        return module.init(key, dummy)["params"]
+        variables = dict(module.init(key, dummy))
+        if ema:
+            variables["ema"] = variables["params"]
+        return join(variables.pop("params"), variables)
 
-    def apply(params, images, *, train: bool = False, key=None):
+    def run(params, stats, images, train, key):
+        # Cast inside the differentiated function: float32 gradients. Statistics stay float32.
         rngs = {"dropout": key} if key is not None else None
-        if compute != jnp.float32:  # Cast inside the differentiated function: float32 gradients.
-            params = jax.tree.map(lambda p: p.astype(compute), params)
-            images = images.astype(compute)
-        logits = module.apply({"params": params}, images, train=train, rngs=rngs)
-        return logits.astype(jnp.float32)  # [b, classes]
+        variables = {"params": cast(params), **({"batch_stats": stats} if stats else {})}
+        mutable = ["batch_stats"] if stats and train else False
+        out = module.apply(variables, images.astype(compute), train=train, rngs=rngs,
+                           mutable=mutable)
+        logits, new = out if mutable else (out, {})
+        new = jax.tree.map(lambda x: x.astype(jnp.float32), new.get("batch_stats", stats))
+        return logits.astype(jnp.float32), new  # [b, classes]
 
-    return Model(init, apply)
+    def apply(variables, images, *, train: bool = False, key=None):
+        params, rest = split(scoring_variables(variables) if not train else variables)
+        return run(params, rest.get("batch_stats"), images, train, key)[0]
+
+    def train_apply(params, rest, images, key):
+        logits, stats = run(params, rest.get("batch_stats"), images, True, key)
+        return logits, ({**rest, "batch_stats": stats} if "batch_stats" in rest else rest)
+
+    return Model(init, apply, train_apply)
 
 
 def init_params(model: Model, key, image_shape):
@@ -163,5 +241,6 @@ def _compiled_init(model: Model, image_shape: tuple, key_type, platform: str):
     return lowered.compile(backend.init_compile_options())
 
 
-def count_params(params) -> int:
-    return sum(x.size for x in jax.tree.leaves(params))
+def count_params(variables) -> int:
+    """The number of trained parameters (statistics and moving averages not counted)."""
+    return sum(x.size for x in jax.tree.leaves(split(variables)[0]))

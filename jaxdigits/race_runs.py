@@ -90,7 +90,7 @@ def init_state(prep: Prepared, inner, hp: dict, seeds: list[int]):
     params = drivers.stack([models.init_params(setup.model, k[0], setup.image_shape)
                             for k in keys])
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
-    opt = jax.jit(jax.vmap(lambda p, h: HyperState(h, inner(h).init(p))))(params, hp)
+    opt = jax.jit(jax.vmap(lambda p, h: HyperState(h, inner(h).init(models.split(p)[0]))))(params, hp)
     state = step.TrainState(jnp.zeros(len(seeds), jnp.int32), params, opt)
     return state, jnp.stack([k[1] for k in keys]), jnp.stack([k[2] for k in keys])
 

@@ -13,7 +13,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, contract
+from jaxdigits import checkpoint, contract, models
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError, check_writable_folder
 from jaxdigits.step import Setup, make_config_model
@@ -117,7 +117,7 @@ def verify_optimizer(setup: Setup) -> None:
     """Tries the optimizer on the model's parameter shapes (no FLOPs) before anything is written:
     a plug-in whose init or update fails, or whose state changes shape, is one sentence."""
     params = jax.eval_shape(lambda key: setup.model.init(key, setup.image_shape), jax.random.key(0))
-    contract.verify(setup.tx, params, setup.config.optimizer)
+    contract.verify(setup.tx, models.split(params)[0], setup.config.optimizer)
 
 
 def scored_label(history: list[dict], epochs: int) -> str:

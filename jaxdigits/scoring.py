@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdigits import losses, parallel
+from jaxdigits import losses, parallel, tta
 from jaxdigits.drivers import take
 from jaxdigits.inputs import DeviceData, normalise
 from jaxdigits.step import Setup, compiler_options
@@ -28,6 +28,17 @@ def padded(start, batch_size: int, n):
     return jnp.minimum(position, n - 1), position < n
 
 
+def scorer(setup: Setup):
+    """`logits(params, images, mean, std)` [b, classes] for raw images: the model's, or with
+    `--tta_shift` the test-time-augmented prediction (`jaxdigits.tta`)."""
+    model, shift = setup.model, setup.config.tta_shift
+
+    def logits(params, images, mean, std):
+        return tta.predict(lambda x: model.apply(params, normalise(x, mean, std)), images, shift)
+
+    return logits
+
+
 def make_evaluator(setup: Setup, mesh=None):
     """`evaluate(params, data) -> {"loss", "accuracy", "count"}` over every example in `data`.
 
@@ -37,7 +48,8 @@ def make_evaluator(setup: Setup, mesh=None):
     test differ only in their number of examples). With a `mesh` of several devices that divides
     the batch, each device scores its slice.
     """
-    model, batch_size, mean, std = setup.model, setup.config.eval_batch_size, setup.mean, setup.std
+    logits_of, batch_size = scorer(setup), setup.config.eval_batch_size
+    mean, std = setup.mean, setup.std
     split = mesh is not None and mesh.size > 1 and batch_size % mesh.size == 0
 
     @jax.jit
@@ -49,7 +61,7 @@ def make_evaluator(setup: Setup, mesh=None):
     def eval_batch(params, images, labels, mask):
         if split:
             images, labels, mask = (parallel.shard_batch(x, mesh) for x in (images, labels, mask))
-        logits = model.apply(params, normalise(images, mean, std))
+        logits = logits_of(params, images, mean, std)
         per_example = losses.cross_entropy(logits=logits, labels=labels)
         return {"loss": jnp.where(mask, per_example, 0.0).sum(),
                 "correct": jnp.where(mask, logits.argmax(-1) == labels, False).sum()}
@@ -67,12 +79,13 @@ def make_evaluator(setup: Setup, mesh=None):
 
 def predict(setup: Setup, params, data: DeviceData) -> np.ndarray:
     """Logits float32 [N, classes] for every example of `data`."""
-    model, batch_size, mean, std = setup.model, setup.config.eval_batch_size, setup.mean, setup.std
+    logits_of, batch_size = scorer(setup), setup.config.eval_batch_size
+    mean, std = setup.mean, setup.std
 
     @functools.partial(jax.jit, compiler_options=compiler_options(setup))
     def logits_batch(params, data, start):
         idx, _ = padded(start, batch_size, data.labels.shape[0])
-        return model.apply(params, normalise(data.images[idx], mean, std))  # [b, classes]
+        return logits_of(params, data.images[idx], mean, std)  # [b, classes]
 
     n = int(data.labels.shape[0])
     chunks = [np.asarray(logits_batch(params, data, start)) for start in range(0, n, batch_size)]
@@ -83,12 +96,12 @@ def make_member_scorer(setup: Setup, loop: bool = False):
     """`score(params, data, rows, mean, std) -> logits` float32 [K, n, classes] of K members
     (params, `mean` and `std` [K] stacked), member k scoring `data` rows `rows[k]` (int32 [K, n]).
     `loop`: the members written out one after another rather than `jax.vmap`'d (same math)."""
-    model, batch_size = setup.model, setup.config.eval_batch_size
+    logits_of, batch_size = scorer(setup), setup.config.eval_batch_size
 
     @functools.partial(jax.jit, compiler_options=compiler_options(setup))
     def logits_batch(params, data, rows, start, mean, std):
         idx = rows[:, padded(start, batch_size, rows.shape[1])[0]]  # [K, b]
-        one = lambda p, i, m, s: model.apply(p, normalise(data.images[i], m, s))
+        one = lambda p, i, m, s: logits_of(p, data.images[i], m, s)
         if loop:
             return jnp.stack([one(take(params, k), idx[k], mean[k], std[k])
                               for k in range(idx.shape[0])])

@@ -21,8 +21,8 @@ from jaxdigits.inputs import normalise
 
 class TrainState(NamedTuple):
     step: jax.Array  # int32 [], optimizer steps taken
-    params: Any
-    opt_state: Any
+    params: Any  # The model's variables: parameters, and statistics or averages (models.split).
+    opt_state: Any  # The optimizer's state for the parameters alone.
 
 
 class Setup(NamedTuple):
@@ -44,7 +44,8 @@ def make_config_model(config: Config, num_classes: int, gradients: bool = True) 
                              dropout=config.dropout, cpu_layers=backend.cpu_layers(config.layers),
                              onednn_grads=gradients and backend.onednn_grads(
                                  config.model, config.cpu_conv, config.dtype),
-                             dtype=config.dtype)
+                             dtype=config.dtype, batch_norm=config.batch_norm,
+                             ema=config.ema_decay > 0)
 
 
 def make_setup(config: Config, num_train: int, image_shape, num_classes: int, mean, std) -> Setup:
@@ -65,30 +66,48 @@ def compiler_options(setup: Setup) -> dict:
 
 def init_state(setup: Setup, key, tx=None) -> TrainState:
     """Fresh parameters from `key` and the state of `tx` (default `setup.tx`) for them."""
-    params = models.init_params(setup.model, key, setup.image_shape)
+    variables = models.init_params(setup.model, key, setup.image_shape)
     tx = setup.tx if tx is None else tx
-    return TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params))
+    opt_state = jax.jit(tx.init)(models.split(variables)[0])
+    return TrainState(jnp.zeros((), jnp.int32), variables, opt_state)
+
+
+def update_ema(rest: dict, params, step, decay: float) -> dict:
+    """`rest` with its moving average moved towards `params`. The decay is at most
+    (1 + step) / (10 + step), so the average follows the early steps closely (as TensorFlow's
+    ExponentialMovingAverage with num_updates); `step` is the steps taken before this one."""
+    if "ema" not in rest:
+        return rest
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, rest["ema"], params)
+    return {**rest, "ema": ema}
 
 
 def make_train_step(setup: Setup):
     """The pure step: `train_step(state, batch, key) -> (state, metric sums)`."""
-    model, tx, l2 = setup.model, setup.tx, setup.config.l2
+    model, tx, config = setup.model, setup.tx, setup.config
+    l2, smoothing = config.l2, config.label_smoothing
 
-    def loss_fn(params, images, labels, key):
-        logits = model.apply(params, images, train=True, key=key)  # [b, classes]
-        per_example = losses.cross_entropy(logits=logits, labels=labels)  # [b]
-        loss = per_example.mean() + (l2 * losses.l2_penalty(params) if l2 else 0.0)
-        return loss, (per_example, logits)
+    def loss_fn(params, rest, images, labels, key):
+        logits, rest = model.train_apply(params, rest, images, key)  # [b, classes]
+        per_example = losses.cross_entropy(logits=logits, labels=labels)  # [b], reported
+        trained = (losses.cross_entropy(logits=logits, labels=labels, smoothing=smoothing)
+                   if smoothing else per_example)
+        loss = trained.mean() + (l2 * losses.l2_penalty(params) if l2 else 0.0)
+        return loss, (per_example, logits, rest)
 
     def train_step(state: TrainState, batch, key):
+        params, rest = models.split(state.params)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, (per_example, logits)), grads = grad_fn(state.params, batch["image"], batch["label"], key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        (_, (per_example, logits, rest)), grads = grad_fn(params, rest, batch["image"],
+                                                          batch["label"], key)
+        updates, opt_state = tx.update(grads, state.opt_state, params)
+        params = optax.apply_updates(params, updates)
+        rest = update_ema(rest, params, state.step, config.ema_decay)
         metrics = {"loss": per_example.sum(),
                    "correct": (logits.argmax(-1) == batch["label"]).sum(),
                    "count": jnp.asarray(per_example.shape[0], jnp.int32)}
-        return TrainState(state.step + 1, params, opt_state), metrics
+        return TrainState(state.step + 1, models.join(params, rest), opt_state), metrics
 
     return train_step
 
@@ -99,6 +118,7 @@ def make_batch_step(setup: Setup):
     train_step = make_train_step(setup)
     shift = setup.config.augment_shift
     rotate, scale = setup.config.augment_rotate, setup.config.augment_scale
+    elastic, sigma = setup.config.augment_elastic, setup.config.augment_elastic_sigma
 
     def batch_step(state, acc, data, idx, step_key, mean, std):
         # Per-step keys depend on the step number only, so a resumed run replays them.
@@ -109,6 +129,9 @@ def make_batch_step(setup: Setup):
         if rotate or scale:
             images = augment.random_rotate_scale(jax.random.fold_in(augment_key, 1), images,
                                                  rotate, scale)  # float32 from here
+        if elastic:
+            images = augment.random_elastic(jax.random.fold_in(augment_key, 2), images, elastic,
+                                            sigma)  # float32
         batch = {"image": normalise(images, mean, std), "label": data.labels[idx]}
         state, metrics = train_step(state, batch, dropout_key)
         return state, jax.tree.map(jnp.add, acc, metrics)

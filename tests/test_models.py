@@ -24,11 +24,17 @@ def strict_dtypes():
     ("mlp", (256, 128), 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10),
     # conv 5x5x1x32, conv 5x5x32x64, dense 7*7*64 -> 128, dense 128 -> 10, with biases.
     ("cnn", (), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (3136 * 128 + 128) + (128 * 10 + 10)),
+    # Batch normalisation: no conv or hidden bias; a scale and an offset per channel.
+    ("cnn_bn", (), 25 * 32 + 64 + 25 * 32 * 64 + 128 + 3136 * 128 + 256 + 128 * 10 + 10),
+    # 32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4, no biases, BN scale and offset, dense 128 -> 10.
+    ("cnn_deep", (), 9 * 32 + 9 * 32 * 32 + 25 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64
+     + 25 * 64 * 64 + 16 * 64 * 128 + 2 * (3 * 32 + 3 * 64 + 128) + 128 * 10 + 10),
 ])
 def test_parameter_counts_and_shapes(name, hidden, count):
     """Counts and shapes are decided when the functions are traced: jax.eval_shape traces them
-    (strict dtypes included) without compiling or running anything."""
-    model = models.make_model(name, hidden=hidden)
+    (strict dtypes included) without compiling or running anything. Statistics are not counted."""
+    bn = name == "cnn_bn"
+    model = models.make_model("cnn" if bn else name, hidden=hidden, batch_norm=bn)
     params = jax.eval_shape(lambda key: model.init(key, (28, 28, 1)), jax.random.key(0))
     assert models.count_params(params) == count  # The seed CNN's: 454,922.
     logits = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((3, 28, 28, 1), jnp.float32))
