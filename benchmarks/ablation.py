@@ -6,16 +6,19 @@ and every choice read validation only.
     python -m benchmarks.ablation --recipe=accurate --seeds=0 --json=results/ablation_accurate.json
     python -m benchmarks.ablation --recipe=speedrun --remove=batch_norm,label_smoothing
 
-Writes a results file (`results/render.py` renders it into docs/training.md) whose rows are the
-recipe and each removal, with the difference in validation accuracy from the whole recipe.
+Writes a results file (`results/render.py` renders it into docs/training.md, the speedrun's into
+docs/performance.md) whose rows are the recipe and each removal, with the difference in
+validation accuracy from the whole recipe.
 """
 
 import dataclasses
+import os
 import pathlib
 import statistics
 import tempfile
 import time
 
+import jax
 from absl import app, flags
 
 from benchmarks import common
@@ -80,6 +83,7 @@ def table(name: str, results: dict) -> list[list[str]]:
 
 def main(argv):
     cli.start(argv)
+    start_load = os.getloadavg()[0]
     base = common.config_with(FLAGS.overrides, recipes.config(FLAGS.recipe))
     removals = FLAGS.remove or present(base)
     unknown = sorted(set(removals) - set(INGREDIENTS))
@@ -94,12 +98,17 @@ def main(argv):
             print(f"{label} seed {seed}: validation {100 * r['val_accuracy']:.2f} %, "
                   f"{r['seconds']:.0f} s", flush=True)
     command = f"python -m benchmarks.ablation --recipe={FLAGS.recipe} --seeds={','.join(FLAGS.seeds)}"
+    m = common.machine()
+    load = max(m["load_average"][0], start_load)
     common.write_json(FLAGS.json, {
-        "table": f"ablation_{FLAGS.recipe}", "page": "docs/training.md",
+        "table": f"ablation_{FLAGS.recipe}",
+        "page": "docs/performance.md" if FLAGS.recipe == "speedrun" else "docs/training.md",
         "columns": ["recipe", "validation accuracy, %", "change, points", "seconds", "seeds"],
         "rows": table(FLAGS.recipe, results), "runs": results, "command": command,
-        "machine": common.machine(), "note": "Validation accuracy of the scored model after the "
-        "last epoch, mean over the seeds; seconds of the whole command."})
+        "machine": f"{m['cpu_count']}-core {m['cpu']}, load average up to {load:.1f}",
+        "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
+        "note": "Validation accuracy of the scored model after the last epoch, mean over the "
+        "seeds; seconds of the whole training run, in one process after the others."})
 
 
 if __name__ == "__main__":

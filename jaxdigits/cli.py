@@ -12,7 +12,7 @@ import textwrap
 from absl import app, flags, logging
 
 from jaxdigits import backend, recipes, runs
-from jaxdigits.config import MODEL_DEFAULTS, Config
+from jaxdigits.config import Config, defaults_for
 from jaxdigits.errors import UserError, parse_flags, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -83,12 +83,13 @@ def define_train_flags() -> None:
 def from_flags(base: Config | None = None) -> Config:
     """The config from the parsed flags; with `base`, only flags given on the command line override it.
 
-    Without `base`, flags not given take the model's entry in MODEL_DEFAULTS, then the defaults.
+    Without `base`, flags not given take their model's and dataset's defaults
+    (`config.defaults_for`), then Config's.
     """
     values = {}
     if base is None:
-        model_defaults = MODEL_DEFAULTS.get(FLAGS.model, {})
-        values.update({k: v for k, v in model_defaults.items() if not FLAGS[k].present})
+        defaults = defaults_for(FLAGS.model, FLAGS.dataset)
+        values.update({k: v for k, v in defaults.items() if not FLAGS[k].present})
     for f in dataclasses.fields(Config):
         flag = FLAGS[f.name]
         if not flag.present and (base is not None or f.name in values):

@@ -109,6 +109,18 @@ MODEL_DEFAULTS = {
     "cnn": {"augment_shift": 2},
 }
 
+# And where a dataset needs more than its model's defaults (chosen on validation accuracy:
+# BUILD_NOTES.md, "Models"): Fashion-MNIST's default CNN underfits in 5 epochs.
+DATASET_DEFAULTS = {
+    "fashion_mnist": {"cnn": {"epochs": 15, "batch_norm": True, "dropout": 0.3}},
+}
+
+
+def defaults_for(model: str, dataset: str) -> dict:
+    """The values `python -m jaxdigits.train --model=MODEL --dataset=DATASET` takes for flags not
+    given: the model's MODEL_DEFAULTS, then the dataset's DATASET_DEFAULTS for that model."""
+    return {**MODEL_DEFAULTS.get(model, {}), **DATASET_DEFAULTS.get(dataset, {}).get(model, {})}
+
 
 def validate(config: Config) -> Config:
     """Raises UserError, in one sentence, for values no run can use."""

@@ -164,3 +164,15 @@ def test_k_models_with_batch_norm_and_averages_equal_their_single_runs(tmp_path)
     a, _ = checkpoint.restore(tmp_path / "1" / "checkpoints", 2, target)
     b, _ = checkpoint.restore(tmp_path / "many" / "member_1" / "checkpoints", 2, target)
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+
+
+def test_the_ablation_takes_out_each_ingredient_a_recipe_has():
+    from benchmarks import ablation
+
+    config = Config(model="cnn", batch_norm=True, ema_decay=0.999, augment_shift=2, tta_shift=1)
+    assert ablation.present(config) == ["batch_norm", "ema", "tta", "shift"]
+    assert ablation.present(Config(model="cnn_deep", batch_norm=True)) == []  # Always has it.
+    results = {"whole": [{"val_accuracy": 0.99, "seconds": 10.0}, {"val_accuracy": 0.992, "seconds": 12.0}],
+               "ema": [{"val_accuracy": 0.985, "seconds": 9.0}, {"val_accuracy": 0.987, "seconds": 9.0}]}
+    assert ablation.table("accurate", results) == [["`accurate`", "99.10", "", "11", "2"],
+                                                    ["without ema", "98.60", "-0.50", "9", "2"]]

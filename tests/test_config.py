@@ -39,6 +39,14 @@ def test_model_defaults_apply_unless_a_flag_is_given(parse):
     assert config.epochs == 3 and config.hidden == (64, 32) and config.model == "mlp"
     parse("--model=cnn")
     assert cli.from_flags().epochs == Config().epochs
+    parse("--dataset=fashion_mnist")  # The default model on Fashion-MNIST: its own settings.
+    config = cli.from_flags()
+    assert (config.epochs, config.batch_norm, config.dropout, config.augment_shift) == (15, True, 0.3, 2)
+    parse("--dataset=fashion_mnist", "--epochs=2", "--nobatch_norm")
+    config = cli.from_flags()
+    assert (config.epochs, config.batch_norm, config.dropout) == (2, False, 0.3)
+    parse("--dataset=fashion_mnist", "--model=mlp")
+    assert cli.from_flags().epochs == 10 and not cli.from_flags().batch_norm
 
 
 def test_a_saved_config_holds_except_for_given_flags(parse):
