@@ -133,7 +133,8 @@ def table(out: dict) -> dict:
                         {"name": "after, %", "format": "{:.2f}"}],
             "rows": rows, "command": "python -m benchmarks.speedrun_compare "
                                      "--before=OLD_CHECKOUT --seeds=0,1,2,3,4",
-            "machine": f"{m['cpu_count']}-core {m['cpu']}, shared (load average "
+            "machine": f"{m['cpu_count']}-core {m['cpu']}, "
+                       f"{'quiet' if max(load[0], m['load_average_after'][0]) < 2.5 else 'shared'} (load average "
                        f"{load[0]:.1f} at the start, {m['load_average_after'][0]:.1f} at the end)",
             "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
             "note": ("Each command cold (an empty compilation cache), before and after "

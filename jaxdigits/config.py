@@ -24,8 +24,9 @@ class Config:
                                      "(default 128), comma-separated.")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn; cnn_deep: after "
                               "each block too).")
-    batch_norm: bool = _f(False, "Batch normalisation after every convolution and the dense "
-                                 "hidden layer (the cnn family; cnn_deep always has it).")
+    batch_norm: bool = _f(False, "Batch normalisation after each convolution block's pooling "
+                                 "and the dense layer's ReLU (the cnn family; cnn_deep always "
+                                 "has it).")
     ema_decay: float = _f(0.0, "Keep an exponential moving average of the parameters with this "
                                "decay (e.g. 0.999) and score it everywhere: validation, the best "
                                "checkpoint, test, evaluate, export (0: off).")

@@ -65,7 +65,8 @@ class ConvReluPool(nn.Module):
 
 class CNN(nn.Module):
     """conv 5x5x32 - ReLU - maxpool 2 - conv 5x5x64 - ReLU - maxpool 2 - dense 128 - ReLU - dense;
-    with `batch_norm`, batch normalisation before each ReLU (and the convolutions lose their bias)."""
+    with `batch_norm`, batch normalisation after each pooling and after the dense layer's ReLU
+    (after the pooling, so that the CPU's fused first layer stays: BUILD_NOTES.md)."""
     features: Sequence[int] = (32, 64)
     kernels: Sequence[int] = (5, 5)  # Square kernel size of each convolution.
     hidden: int = 128
@@ -77,22 +78,23 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+        norm = lambda x, name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                            name=name)(x) if self.batch_norm else x
         for i, (width, size) in enumerate(zip(self.features, self.kernels, strict=True)):
-            if self.cpu_layers and not self.batch_norm and x.shape[-1] == 1 and size % 2:
-                x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # The first layer, grey images.
-                continue  # [b, h/2, w/2, width]
+            if self.cpu_layers and x.shape[-1] == 1 and size % 2:  # The first layer, grey images.
+                x = ConvReluPool(width, size, name=f"Conv_{i}")(x)  # [b, h/2, w/2, width]
+                x = norm(x, f"BatchNorm_{i}")
+                continue
             hook = onednn.conv_general_dilated if self.onednn_grads else None  # None: lax's.
-            x = nn.Conv(width, (size, size), padding="SAME", use_bias=not self.batch_norm,
-                        name=f"Conv_{i}", conv_general_dilated=hook)(x)
-            x = nn.relu(norm(name=f"BatchNorm_{i}")(x) if self.batch_norm else x)
+            x = nn.relu(nn.Conv(width, (size, size), padding="SAME", name=f"Conv_{i}",
+                                conv_general_dilated=hook)(x))
             if self.cpu_layers:
                 x = fastconv.max_pool_2x2(x)  # [b, h/2, w/2, width]
             else:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))  # [b, h/2, w/2, width]
+            x = norm(x, f"BatchNorm_{i}")
         x = x.reshape(x.shape[0], -1)  # [b, 7 * 7 * 64] for 28x28 inputs
-        x = nn.Dense(self.hidden, use_bias=not self.batch_norm)(x)
-        x = nn.relu(norm(name="BatchNorm_dense")(x) if self.batch_norm else x)
+        x = norm(nn.relu(nn.Dense(self.hidden)(x)), "BatchNorm_dense")
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)  # [b, num_classes]
 

@@ -71,7 +71,7 @@ BAD_TRAINING_INPUT = [
     (["--driver=turbo"], "unknown --driver 'turbo'; choose one of auto, step, unroll, scan."),
     (["--keep_checkpoints=0"], "--keep_checkpoints must be at least 1, got 0."),
     (["--layers=turbo"], "unknown --layers 'turbo'; choose one of auto, fast, plain."),
-    (["--recipe=fastest"], "unknown recipe 'fastest'; choose one of speedrun, ensemble."),
+    (["--recipe=fastest"], "unknown recipe 'fastest'; choose one of speedrun, accurate, ensemble."),
     (["--batch_size=4096", "--max_train_examples=1000"], "--batch_size=4096 is larger than"),
 ]
 

@@ -87,7 +87,7 @@ def test_unknown_dtype_is_one_sentence():
 @pytest.mark.slow
 def test_bfloat16_trains_to_within_a_few_tenths_of_float32(tmp_path):
     """An MLP 784-128-10, 2 epochs on 55,000 images, both dtypes: test accuracy within 0.3 %
-    (measured: 95.51 and 95.49 %; the speedrun's CNN in BUILD_NOTES.md: 99.09 % either way)."""
+    (measured: 95.51 and 95.49 %; the two-epoch speedrun recipe in BUILD_NOTES.md: 99.09 % either way)."""
     base = Config(model="mlp", hidden=(128,), epochs=2, seed=0, eval_batch_size=1000)
     results = {d: train.train_and_evaluate(dataclasses.replace(base, dtype=d), tmp_path / d,
                                            quiet=True, allow_download=False)["test_accuracy"]

@@ -24,8 +24,9 @@ def strict_dtypes():
     ("mlp", (256, 128), 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10),
     # conv 5x5x1x32, conv 5x5x32x64, dense 7*7*64 -> 128, dense 128 -> 10, with biases.
     ("cnn", (), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (3136 * 128 + 128) + (128 * 10 + 10)),
-    # Batch normalisation: no conv or hidden bias; a scale and an offset per channel.
-    ("cnn_bn", (), 25 * 32 + 64 + 25 * 32 * 64 + 128 + 3136 * 128 + 256 + 128 * 10 + 10),
+    # Batch normalisation after each pooling and the dense ReLU: a scale and an offset per channel.
+    ("cnn_bn", (), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (3136 * 128 + 128) + (128 * 10 + 10)
+     + 2 * (32 + 64 + 128)),
     # 32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4, no biases, BN scale and offset, dense 128 -> 10.
     ("cnn_deep", (), 9 * 32 + 9 * 32 * 32 + 25 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64
      + 25 * 64 * 64 + 16 * 64 * 128 + 2 * (3 * 32 + 3 * 64 + 128) + 128 * 10 + 10),
