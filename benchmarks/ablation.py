@@ -22,8 +22,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import cli, errors, metrics, recipes, train
-from jaxdigits.config import Config
+from jaxdigits import cli, config as config_lib, errors, metrics, recipes, train
 
 FLAGS = flags.FLAGS
 
@@ -49,14 +48,14 @@ def define_flags() -> None:
     flags.DEFINE_string("json", None, "Write the results file here.")
 
 
-def present(config: Config) -> list[str]:
+def present(config: config_lib.Config) -> list[str]:
     """The ingredients `config` has on (cnn_deep always has batch normalisation)."""
     return [name for name, off in INGREDIENTS.items()
             if dataclasses.replace(config, **off) != config
             and not (name == "batch_norm" and config.model == "cnn_deep")]
 
 
-def run(config: Config) -> dict:
+def run(config: config_lib.Config) -> dict:
     """Trains `config` in a temporary folder: its last validation accuracy, test accuracy, seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -59,7 +59,7 @@ def test_benchmark_reports_json(tmp_path):
 
 
 BAD_TRAINING_INPUT = [
-    (["--model=resnet"], "unknown model 'resnet'; choose one of linear, mlp, cnn, cnn_small, cnn_tiny."),
+    (["--model=resnet"], "unknown model 'resnet'; choose one of linear, mlp, cnn, cnn_small, cnn_tiny, cnn_deep."),
     (["--optimizer=lbfgs"], "unknown optimizer 'lbfgs'; choose one of sgd, momentum, nesterov"),
     (["--dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist, fashion_mnist, kmnist"),
     (["--schedule=step"], "unknown schedule 'step'"),

@@ -74,6 +74,7 @@ def test_smooth_is_a_zero_padded_separable_convolution():
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_random_elastic_is_deterministic_per_key_and_jits_and_vmaps():
     images = random_images((3, 4, 28, 28, 1))
     keys = jax.random.split(jax.random.key(0), 3)
@@ -89,6 +90,7 @@ def test_random_elastic_is_deterministic_per_key_and_jits_and_vmaps():
     np.testing.assert_allclose(batched, loop, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_random_elastic_moves_pixels_and_roughly_conserves_ink(mnist):
     """On 1,000 test digits (alpha 8, sigma 4), measured: the total ink 0.99996 of the original,
     each digit's 0.87 to 1.18 (median 0.998); pixels changed by 7.0 grey levels on average
