@@ -185,3 +185,72 @@ def run_driver(setup, data, driver: str, steps: int, steps_per_call: int):
         state, acc = run(state, acc, data, perm, start, jax.random.key(2),
                          num_steps=min(steps_per_call, steps - start))
     return state, acc
+
+
+def setup_on(mnist, config, n: int):
+    """(setup, device data) for `config` on the first `n` MNIST training images."""
+    from jaxdigits import inputs, step
+
+    images, labels = mnist.train_images[:n], mnist.train_labels[:n]
+    setup = step.make_setup(config, n, images.shape[1:], 10, *inputs.pixel_stats(images))
+    return setup, inputs.to_device(images, labels)
+
+
+TIMING = ("seconds", "images_per_second")
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    """metrics.jsonl records with their timings left out (the rest must not depend on the run)."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def train_interrupted(config, workdir, monkeypatch, at_epoch: int = 2) -> None:
+    """Trains `config` into `workdir`, interrupted (KeyboardInterrupt) as epoch `at_epoch` starts."""
+    import pytest
+
+    from jaxdigits import drivers, train
+
+    real_epoch, epochs = drivers.run_epoch, []
+
+    def interrupted(*args, **kwargs):
+        epochs.append(len(epochs) + 1)
+        if epochs[-1] == at_epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(drivers, "run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, workdir, quiet=True)
+    monkeypatch.setattr(drivers, "run_epoch", real_epoch)
+
+
+def restored_states(folders, epoch: int) -> list:
+    """The train states of epoch `epoch` in each run folder's checkpoints/, restored into the
+    structure of the first run's state (its optimizer built as training builds it)."""
+    import jax
+
+    from jaxdigits import checkpoint, optimizers, runs, step
+
+    setup, _, _ = runs.load_run(folders[0], "latest")  # Loading builds no optimizer: add it.
+    setup = setup._replace(tx=optimizers.make_optimizer(setup.config, setup.steps_per_epoch))
+    target = step.init_state(setup, jax.random.key(0))
+    return [checkpoint.restore(pathlib.Path(f) / "checkpoints", epoch, target)[0] for f in folders]
+
+
+def assert_same_run(single, member, epoch: int = 2) -> None:
+    """A K-model member's folder holds what its separate run wrote: the metrics (timings aside)
+    and the train state of `epoch`, parameters and optimizer state, to float tolerance."""
+    import jax
+    import numpy as np
+    import pytest
+
+    from jaxdigits.metrics import read_jsonl
+
+    ra, rb = read_jsonl(single / "metrics.jsonl"), read_jsonl(member / "metrics.jsonl")
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        assert set(x) == set(y)
+        for key in set(x) - set(TIMING):
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
+    a, b = restored_states([single, member], epoch)  # Same structure: the plain state.
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdigits import checkpoint, drivers, evaluate, export, inputs, losses, members, models
-from jaxdigits import optimizers, predictor, runs, step, train, tta
+from conftest import assert_same_run, restored_states, setup_on, train_interrupted, without_timing
+from jaxdigits import evaluate, export, inputs, losses, members, models, predictor, runs, step
+from jaxdigits import train, tta
 from jaxdigits.config import Config
 from jaxdigits.metrics import read_jsonl
 
@@ -68,18 +69,10 @@ def test_the_moving_average_follows_the_parameters_by_its_decay():
     assert step.update_ema({}, params, 0, 0.9) == {}
 
 
-def _model_setup(mnist, **overrides):
-    config = dataclasses.replace(PARTS, **overrides)
-    images, labels = mnist.train_images[:256], mnist.train_labels[:256]
-    mean, std = inputs.pixel_stats(images)
-    setup = step.make_setup(config, 256, images.shape[1:], 10, mean, std)
-    return setup, inputs.to_device(images, labels)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_batch_statistics_are_threaded_through_the_step(mnist, dtype):
-    setup, data = _model_setup(mnist, dtype=dtype)
+    setup, data = setup_on(mnist, dataclasses.replace(PARTS, dtype=dtype), 256)
     state = step.init_state(setup, jax.random.key(0))
     params, rest = models.split(state.params)
     assert set(rest) == {"batch_stats", "ema"} and "BatchNorm_0" in rest["batch_stats"]
@@ -106,36 +99,16 @@ def test_batch_statistics_are_threaded_through_the_step(mnist, dtype):
                            setup.model.apply(after.params, images, train=True, key=jax.random.key(2)))
 
 
-def _checkpoints_equal(a, b, setup):
-    setup = setup._replace(tx=optimizers.make_optimizer(setup.config, setup.steps_per_epoch))
-    target = step.init_state(setup, jax.random.key(0))
-    x, _ = checkpoint.restore(a / "checkpoints", 2, target)
-    y, _ = checkpoint.restore(b / "checkpoints", 2, target)
-    jax.tree.map(np.testing.assert_array_equal, x, y)
-
-
 @pytest.mark.slow
 def test_a_run_with_every_piece_resumes_exactly_and_scores_alike_everywhere(tmp_path, monkeypatch):
     whole = train.train_and_evaluate(PARTS, tmp_path / "whole", quiet=True)
-    real_epoch, epochs = drivers.run_epoch, []
-
-    def interrupted(*args, **kwargs):
-        epochs.append(len(epochs) + 1)
-        if epochs[-1] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(drivers, "run_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(PARTS, tmp_path / "cut", quiet=True)
-    monkeypatch.setattr(drivers, "run_epoch", real_epoch)
+    train_interrupted(PARTS, tmp_path / "cut", monkeypatch)
     assert train.train_and_evaluate(PARTS, tmp_path / "cut", quiet=True, resume=True) == whole
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
-                        for r in rs]
-    assert strip(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == strip(
+    assert without_timing(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == without_timing(
         read_jsonl(tmp_path / "whole" / "metrics.jsonl"))
+    jax.tree.map(np.testing.assert_array_equal,
+                 *restored_states([tmp_path / "whole", tmp_path / "cut"], 2))
     setup, _, _ = runs.load_run(tmp_path / "whole", "latest")
-    _checkpoints_equal(tmp_path / "whole", tmp_path / "cut", setup)
 
     scored = evaluate.evaluate_run(tmp_path / "whole", which="latest")
     assert scored["accuracy"] == whole["test_accuracy"]
@@ -158,12 +131,7 @@ def test_k_models_with_batch_norm_and_averages_equal_their_single_runs(tmp_path)
     single = train.train_and_evaluate(single_config, tmp_path / "1", quiet=True)
     assert result["members"][1]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
     assert result["members"][1]["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=1e-4)
-    setup, _, _ = runs.load_run(tmp_path / "1", "latest")
-    setup = setup._replace(tx=optimizers.make_optimizer(setup.config, setup.steps_per_epoch))
-    target = step.init_state(setup, jax.random.key(0))
-    a, _ = checkpoint.restore(tmp_path / "1" / "checkpoints", 2, target)
-    b, _ = checkpoint.restore(tmp_path / "many" / "member_1" / "checkpoints", 2, target)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+    assert_same_run(tmp_path / "1", tmp_path / "many" / "member_1")
 
 
 def test_the_ablation_takes_out_each_ingredient_a_recipe_has():

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import without_timing
 from jaxdigits import checkpoint, runs, train
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
@@ -17,7 +18,6 @@ from jaxdigits.metrics import read_jsonl, read_scalars
 
 CONFIG = Config(model="mlp", hidden=(32,), epochs=3, max_train_examples=1536,
                 validation_size=512, batch_size=128, driver="step")
-TIMING = ("seconds", "images_per_second")
 POINTS = ["startup", "mid_epoch:1", "mid_epoch:2", "before_latest:1", "torn_latest:2",
           "between:1", "between:3", "after_best:2", "after_metrics:2", "scoring", "before_results"]
 
@@ -34,8 +34,7 @@ def snapshot(workdir: pathlib.Path) -> dict:
     digests = {which: checkpoint.digest(runs.load_run(workdir, which)[1])
                for which in ("latest", "best")}
     return {"results": json.loads((workdir / "results.json").read_text()),
-            "metrics": [{k: v for k, v in r.items() if k not in TIMING}
-                        for r in read_jsonl(workdir / "metrics.jsonl")],
+            "metrics": without_timing(read_jsonl(workdir / "metrics.jsonl")),
             "tensorboard": tb, "folders": folders, "digests": digests,
             "files": sorted(p.name for p in workdir.iterdir())}
 

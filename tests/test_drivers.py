@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_driver
-from jaxdigits import backend, inputs, step
+from conftest import run_driver, setup_on
+from jaxdigits import backend
 from jaxdigits.config import Config
 
 
@@ -15,12 +15,9 @@ def test_every_driver_gives_the_per_step_drivers_parameters(mnist):
     """cnn_tiny (oneDNN's gradients where installed, the fast layers), dropout and shifts: 8
     steps by each driver, the last chunk shorter, against one call per step. Momentum SGD keeps
     float rounding at its own size (Adam can blow it up on near-zero gradients)."""
-    n = 512
     config = Config(model="cnn_tiny", batch_size=32, epochs=1, dropout=0.1, augment_shift=2,
                     optimizer="momentum", learning_rate=0.05, schedule="constant")
-    images, labels = mnist.train_images[:n], mnist.train_labels[:n]
-    setup = step.make_setup(config, n, images.shape[1:], 10, *inputs.pixel_stats(images))
-    data = inputs.to_device(images, labels)
+    setup, data = setup_on(mnist, config, 512)
     reference, ref_acc = run_driver(setup, data, "step", 8, 1)
     for driver, k in [("unroll", 3), ("scan", 3), ("scan", 8)]:
         state, acc = run_driver(setup, data, driver, 8, k)

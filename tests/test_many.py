@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import assert_same_run, run_cli, train_interrupted, without_timing
 from jaxdigits import backend, checkpoint, data, drivers, ensemble, inputs
-from jaxdigits import members, optimizers, runs, step, train
+from jaxdigits import members, runs, step, train
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import read_jsonl
@@ -21,22 +21,6 @@ SEEDS = Config(model="mlp", hidden=(32,), epochs=2, batch_size=64, max_train_exa
 SWEEP = Config(model="linear", optimizer="nesterov", schedule="warmup_cosine", epochs=2,
                batch_size=64, max_train_examples=256, validation_size=200, eval_batch_size=500,
                sweep="learning_rate=0.01,0.1;momentum=0.5,0.9", driver="step")
-
-
-def _assert_same_run(single, member):
-    """A member folder holds what the separate run wrote: metrics, parameters, optimizer state."""
-    ra, rb = read_jsonl(single / "metrics.jsonl"), read_jsonl(member / "metrics.jsonl")
-    assert len(ra) == len(rb)
-    for x, y in zip(ra, rb):
-        assert set(x) == set(y)
-        for key in set(x) - {"seconds", "images_per_second"}:
-            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
-    setup, _, _ = runs.load_run(single, "latest")  # Loading builds no optimizer: add it.
-    setup = setup._replace(tx=optimizers.make_optimizer(setup.config, setup.steps_per_epoch))
-    target = step.init_state(setup, jax.random.key(0))
-    a, _ = checkpoint.restore(single / "checkpoints", 2, target)
-    b, _ = checkpoint.restore(member / "checkpoints", 2, target)  # Same structure: plain state.
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +39,7 @@ def test_four_seeds_in_one_program_equal_four_separate_runs(seed_run, tmp_path):
         member = result["members"][k]
         assert member["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=1e-4)
         assert member["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
-        _assert_same_run(tmp_path / str(k), path / f"member_{k}")
+        assert_same_run(tmp_path / str(k), path / f"member_{k}")
     assert len({m["test_accuracy"] for m in result["members"]}) > 1  # Different seeds, models.
 
 
@@ -90,7 +74,7 @@ def test_a_sweep_equals_separate_runs_and_writes_its_table(tmp_path):
                                                                  (0.1, 0.5), (0.1, 0.9)]
     for k in (0, 3):
         train.train_and_evaluate(configs[k], tmp_path / str(k), quiet=True)
-        _assert_same_run(tmp_path / str(k), tmp_path / "sweep" / f"member_{k}")
+        assert_same_run(tmp_path / str(k), tmp_path / "sweep" / f"member_{k}")
     with open(tmp_path / "sweep" / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["learning_rate"]) for r in rows] == [0.01, 0.01, 0.1, 0.1]
@@ -103,25 +87,12 @@ def test_a_sweep_equals_separate_runs_and_writes_its_table(tmp_path):
 def test_an_interrupted_many_model_run_resumes_exactly(tmp_path, monkeypatch):
     config = dataclasses.replace(SWEEP, sweep="learning_rate=0.01,0.1")
     whole = train.train_and_evaluate(config, tmp_path / "whole", quiet=True)
-    real_epoch, epochs = drivers.run_epoch, []
-
-    def interrupted(*args, **kwargs):
-        epochs.append(len(epochs) + 1)
-        if epochs[-1] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(drivers, "run_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(config, tmp_path / "cut", quiet=True)
-    monkeypatch.setattr(drivers, "run_epoch", real_epoch)
+    train_interrupted(config, tmp_path / "cut", monkeypatch)
     resumed = train.train_and_evaluate(config, tmp_path / "cut", quiet=True, resume=True)
     assert resumed == whole
     for k in range(2):
-        strip = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
-                            for r in rs]
-        assert strip(read_jsonl(tmp_path / "cut" / f"member_{k}" / "metrics.jsonl")) == strip(
-            read_jsonl(tmp_path / "whole" / f"member_{k}" / "metrics.jsonl"))
+        assert without_timing(read_jsonl(tmp_path / "cut" / f"member_{k}" / "metrics.jsonl")) \
+            == without_timing(read_jsonl(tmp_path / "whole" / f"member_{k}" / "metrics.jsonl"))
 
 
 def test_bad_sweeps_are_refused():
@@ -146,7 +117,7 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tmp_path, monkeypatc
     assert (tmp_path / "sweep" / "member_1" / "diverged.json").exists()
     assert checkpoint.saved_epochs(tmp_path / "sweep" / "member_1" / "checkpoints") == []
     single = train.train_and_evaluate(members.member_configs(config)[0], tmp_path / "0", quiet=True)
-    _assert_same_run(tmp_path / "0", tmp_path / "sweep" / "member_0")
+    assert_same_run(tmp_path / "0", tmp_path / "sweep" / "member_0")
     assert result["ensemble"]["members"] == 1
     assert result["ensemble"]["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=1e-4)
     assert "the 1 that did not diverge" in (tmp_path / "sweep" / "sweep.md").read_text()
@@ -176,7 +147,7 @@ def test_cnn_members_looped_on_cpu_equal_separate_runs_and_the_vmapped_step(tmp_
     result = train.train_and_evaluate(config, tmp_path / "many", quiet=True)
     single = train.train_and_evaluate(members.member_configs(config)[1], tmp_path / "1", quiet=True)
     assert result["members"][1]["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
-    _assert_same_run(tmp_path / "1", tmp_path / "many" / "member_1")
+    assert_same_run(tmp_path / "1", tmp_path / "many" / "member_1")
 
     ds = data.load_dataset("mnist")
     group = members.make_members(config, ds)

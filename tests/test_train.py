@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import count_compiles, run_driver
+from conftest import count_compiles, run_driver, setup_on
 from jaxdigits import checkpoint, evaluate, inputs
 from jaxdigits import metrics, optimizers, runs, scoring, step, train
 from jaxdigits.config import Config
@@ -20,11 +20,7 @@ from jaxdigits.metrics import read_jsonl
 
 
 def _setup(mnist, n=1024, **overrides):
-    config = Config(**{"model": "mlp", "batch_size": 64, "epochs": 1, **overrides})
-    images, labels = mnist.train_images[:n], mnist.train_labels[:n]
-    mean, std = inputs.pixel_stats(images)
-    setup = step.make_setup(config, n, images.shape[1:], 10, mean, std)
-    return setup, inputs.to_device(images, labels)
+    return setup_on(mnist, Config(**{"model": "mlp", "batch_size": 64, "epochs": 1, **overrides}), n)
 
 
 @pytest.mark.slow
