@@ -13,16 +13,14 @@ validation accuracy from the whole recipe.
 
 import dataclasses
 import os
-import pathlib
 import statistics
-import tempfile
 import time
 
 import jax
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import cli, config as config_lib, errors, metrics, recipes, train
+from jaxdigits import cli, config as config_lib, errors, recipes
 
 FLAGS = flags.FLAGS
 
@@ -57,12 +55,7 @@ def present(config: config_lib.Config) -> list[str]:
 
 def run(config: config_lib.Config) -> dict:
     """Trains `config` in a temporary folder: its last validation accuracy, test accuracy, seconds."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        final = train.train_and_evaluate(config, pathlib.Path(tmp) / "run", quiet=True,
-                                         allow_download=False)
-        seconds = time.perf_counter() - start
-        records = metrics.read_jsonl(pathlib.Path(tmp) / "run" / "metrics.jsonl")
+    final, records, seconds = common.train_in_tmp(config)
     val = [r["val_accuracy"] for r in records if "val_accuracy" in r]
     return {"val_accuracy": val[-1], "test_accuracy": final["test_accuracy"], "seconds": seconds}
 

@@ -7,9 +7,12 @@ Every use of jaxdigits' internals by more than one probe is here, so a rename is
 
 import dataclasses
 import os
+import pathlib
 import platform
 import statistics
 import subprocess
+import tempfile
+import time
 
 import jax
 
@@ -77,6 +80,19 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": name, "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg())}
+
+
+def train_in_tmp(config: config_lib.Config) -> tuple[dict, list[dict], float]:
+    """Trains `config` offline in a temporary folder: (its final record, its metrics.jsonl
+    records, the wall seconds of the training)."""
+    from jaxdigits import train  # Here: the probes that train nothing do not import it.
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        final = train.train_and_evaluate(config, pathlib.Path(tmp) / "run", quiet=True,
+                                         allow_download=False)
+        seconds = time.perf_counter() - start
+        return final, metrics.read_jsonl(pathlib.Path(tmp) / "run" / "metrics.jsonl"), seconds
 
 
 def run_command(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:

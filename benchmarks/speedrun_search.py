@@ -19,14 +19,11 @@ temporary folder.
 """
 
 import dataclasses
-import pathlib
-import tempfile
-import time
 
 from absl import app, flags
 
 from benchmarks import common
-from jaxdigits import cli, errors, metrics, recipes, train
+from jaxdigits import cli, errors, recipes
 
 FLAGS = flags.FLAGS
 
@@ -42,12 +39,7 @@ def run(candidate: str, seed: int) -> dict:
     """Trains `candidate` with `seed`; its validation accuracy after each epoch and wall time."""
     config = dataclasses.replace(common.config_with(candidate, recipes.config("speedrun")),
                                  seed=seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        final = train.train_and_evaluate(config, pathlib.Path(tmp) / "run", quiet=True,
-                                         allow_download=False)
-        wall = time.perf_counter() - start
-        records = metrics.read_jsonl(pathlib.Path(tmp) / "run" / "metrics.jsonl")
+    final, records, wall = common.train_in_tmp(config)
     return {"candidate": candidate, "seed": seed,
             "val_accuracy": [r["val_accuracy"] for r in records if "val_accuracy" in r],
             "test_accuracy_not_used": final["test_accuracy"], "train_seconds": wall}

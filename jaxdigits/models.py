@@ -210,9 +210,11 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
         mutable = ["batch_stats"] if stats and train else False
         out = module.apply(variables, images.astype(compute), train=train, rngs=rngs,
                            mutable=mutable)
-        logits, new = out if mutable else (out, {})
-        new = jax.tree.map(lambda x: x.astype(jnp.float32), new.get("batch_stats", stats))
-        return logits.astype(jnp.float32), new  # [b, classes]
+        if not mutable:
+            return out.astype(jnp.float32), stats  # [b, classes]
+        logits, new = out
+        return logits.astype(jnp.float32), jax.tree.map(lambda x: x.astype(jnp.float32),
+                                                        new["batch_stats"])
 
     def apply(variables, images, *, train: bool = False, key=None):
         params, rest = split(scoring_variables(variables) if not train else variables)
