@@ -119,6 +119,7 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
         start = time.perf_counter()
         for i in range(calls):
             state, acc = compiled(state, acc, data, perm, offset(i, k, setup), step_key)
+            parallel.settle(i, acc)
         jax.block_until_ready(state)
         step_times.append((time.perf_counter() - start) / (calls * k))
     result = describe(config, setup, (driver, k), mesh, compile_seconds, step_times,

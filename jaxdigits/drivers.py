@@ -104,9 +104,10 @@ def run_epoch(run_chunk, state, acc, data, order, keys, setup: Setup, steps_per_
     """
     batch = setup.config.batch_size
     try:
-        for start in range(0, setup.steps_per_epoch, steps_per_call):
+        for call, start in enumerate(range(0, setup.steps_per_epoch, steps_per_call)):
             num = min(steps_per_call, setup.steps_per_epoch - start)
             state, acc = run_chunk(state, acc, data, order, start, keys, num_steps=num)
+            parallel.settle(call, acc)
             if progress.due():
                 progress.update((start + num) * batch, **(show(acc) if show else {}))
     finally:

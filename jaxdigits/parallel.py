@@ -24,6 +24,13 @@ from jaxdigits.errors import UserError
 
 AXIS = "data"
 
+# Loops that queue calls of a program spanning several CPU devices wait for every WINDOW-th call.
+# XLA:CPU (jax 0.10.2) lets each device hold a bounded number of programs in flight and launches
+# each device's part of a call from a thread pool; with dozens of calls queued the parts can be
+# admitted out of order, and the devices then wait for each other at an all-reduce until XLA ends
+# the process (measured in BUILD_NOTES, "Many devices and many models").
+WINDOW = 8
+
 # The environment variables `initialize` reads when the flags are not given.
 ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
@@ -97,6 +104,16 @@ def replicate(tree, mesh):
     sharding = replicated(mesh)
     # Through numpy: a process's local array cannot be put on another process's devices directly.
     return jax.tree.map(lambda x: jax.device_put(np.asarray(x), sharding), tree)
+
+
+def settle(call: int, outputs) -> None:
+    """After call number `call` (0, 1, ...) of a queued loop: waits for its `outputs` every
+    `WINDOW` calls when they span several CPU devices of this process (see WINDOW)."""
+    if (call + 1) % WINDOW:
+        return
+    devices = jax.tree.leaves(outputs)[0].sharding.addressable_devices
+    if len(devices) > 1 and next(iter(devices)).platform == "cpu":
+        jax.block_until_ready(outputs)
 
 
 def describe(mesh) -> str:

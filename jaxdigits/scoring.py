@@ -68,8 +68,11 @@ def make_evaluator(setup: Setup, mesh=None):
 
     def evaluate(params, data: DeviceData):
         n = int(data.labels.shape[0])
-        totals = jax.device_get([eval_batch(params, *gather(data, start))
-                                 for start in range(0, n, batch_size)])
+        totals = []
+        for call, start in enumerate(range(0, n, batch_size)):
+            totals.append(eval_batch(params, *gather(data, start)))
+            parallel.settle(call, totals[-1])
+        totals = jax.device_get(totals)
         loss = float(sum(np.float32(t["loss"]) for t in totals))  # float32, in order, as before.
         correct = int(sum(int(t["correct"]) for t in totals))
         return {"loss": loss / n, "accuracy": correct / n, "count": n}
