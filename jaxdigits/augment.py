@@ -17,6 +17,12 @@ def random_shift(key, images, max_shift: int):
     return jax.vmap(crop)(padded, offsets)
 
 
+def random_flip(key, images):
+    """Mirrors each image left-right with probability 1/2. images: [b, H, W, C], any dtype."""
+    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))  # [b]
+    return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
 def _bilinear(image, rows, cols):
     """Samples image [H, W, C] at the points (rows[i, j], cols[i, j]), [H, W] each: bilinear
     interpolation, zeros outside. -> float32 [H, W, C]."""

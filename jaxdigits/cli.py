@@ -20,13 +20,14 @@ FLAGS = flags.FLAGS
 # Topic -> flags, in the order --help shows them (everyday ones first).
 TOPICS = {
     "run": ("model", "recipe", "workdir", "epochs", "seed", "quiet", "resume", "keep_checkpoints"),
-    "model": ("hidden", "dropout", "batch_norm", "ema_decay", "label_smoothing", "tta_shift"),
+    "model": ("hidden", "dropout", "batch_norm", "ema_decay", "label_smoothing", "tta_shift",
+              "tta_flip"),
     "optimizer": ("optimizer", "learning_rate", "batch_size", "schedule", "warmup_epochs",
                   "optimizer_args", "momentum", "b1", "b2", "weight_decay", "l2", "grad_clip"),
     "data": ("dataset", "data_dir", "download", "validation_size", "max_train_examples",
              "eval_batch_size"),
     "augmentation": ("augment_shift", "augment_rotate", "augment_scale", "augment_elastic",
-                     "augment_elastic_sigma"),
+                     "augment_elastic_sigma", "augment_flip"),
     "scale-out": ("num_models", "sweep", "members", "devices", "distributed",
                   "coordinator_address", "num_processes", "process_id"),
     "speed": ("driver", "steps_per_call", "dtype", "layers", "cpu_conv", "compilation_cache"),
@@ -53,8 +54,9 @@ def define_config_flags() -> None:
 
 
 def define_train_flags() -> None:
-    """The flags of `python -m jaxdigits.train`: the config's and the run's."""
-    define_config_flags()
+    """The flags of `python -m jaxdigits.train`: the config's (unless defined) and the run's."""
+    if "model" not in FLAGS:
+        define_config_flags()
     run, data, scale = {"module_name": "run"}, {"module_name": "data"}, {"module_name": "scale-out"}
     flags.DEFINE_string("recipe", None, "Start from a named recipe (jaxdigits/recipes.py): "
                         + "; ".join(f"{name} ({about})" for name, about in recipes.ABOUT.items())
@@ -109,7 +111,7 @@ def run_config():
     (flags given now must agree with it); else the recipe's, overridden by the flags given."""
     base = runs.read_config(FLAGS.workdir) if FLAGS.workdir else None
     if base is None and FLAGS.recipe:
-        base = recipes.config(FLAGS.recipe)
+        base = recipes.config(FLAGS.recipe, FLAGS.dataset)
     config = from_flags(base)
     return config, FLAGS.workdir or runs.default_workdir(config)
 

@@ -33,6 +33,8 @@ class Config:
     label_smoothing: float = _f(0.0, "Train on labels smoothed by this much (0: off).")
     tta_shift: int = _f(0, "Score every image as the mean probability over its copies shifted "
                            "by up to this many pixels on each axis, (2s+1)^2 views (0: off).")
+    tta_flip: bool = _f(False, "Score every image's left-right mirror image too (doubling the "
+                               "views): for mirror-symmetric classes such as Fashion-MNIST's.")
     optimizer: str = _f("adam", "sgd, momentum, nesterov, rmsprop, adam, adamw, scratch_* (our own "
                                 "versions), a registered one, or your own as module:factory or "
                                 "file.py:factory.")
@@ -58,6 +60,8 @@ class Config:
                                      "34 strong).")
     augment_elastic_sigma: float = _f(4.0, "Smoothness of the elastic displacement field: the "
                                            "Gaussian's standard deviation in pixels.")
+    augment_flip: bool = _f(False, "Mirror half the training images left-right: for "
+                                   "mirror-symmetric classes such as Fashion-MNIST's, not digits.")
     batch_size: int = _f(128, "Training batch size.")
     eval_batch_size: int = _f(1000, "Evaluation batch size (every example is scored regardless).")
     epochs: int = _f(5, "Training epochs (--model=linear and mlp default to 10).")

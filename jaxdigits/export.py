@@ -39,11 +39,12 @@ def _param_names(params) -> list[str]:
 def export_program(setup: Setup, params, platforms=("cpu",)) -> bytes:
     """The serialized predictor for float32 [b, *image_shape] pixel values in [0, 1]."""
     leaves, treedef = jax.tree.flatten(params)
-    model, mean, std, shift = setup.model, setup.mean, setup.std, setup.config.tta_shift
+    model, mean, std, config = setup.model, setup.mean, setup.std, setup.config
 
     def predict_fn(param_list, images):
         variables = jax.tree.unflatten(treedef, param_list)
-        logits = tta.predict(lambda x: model.apply(variables, (x - mean) / std), images, shift)
+        logits = tta.predict(lambda x: model.apply(variables, (x - mean) / std), images,
+                             config.tta_shift, config.tta_flip)
         return {"logits": logits, "probabilities": jax.nn.softmax(logits)}  # [b, classes] each
 
     (batch,) = jax.export.symbolic_shape("b")

@@ -31,10 +31,11 @@ def padded(start, batch_size: int, n):
 def scorer(setup: Setup):
     """`logits(params, images, mean, std)` [b, classes] for raw images: the model's, or with
     `--tta_shift` the test-time-augmented prediction (`jaxdigits.tta`)."""
-    model, shift = setup.model, setup.config.tta_shift
+    model, shift, flip = setup.model, setup.config.tta_shift, setup.config.tta_flip
 
     def logits(params, images, mean, std):
-        return tta.predict(lambda x: model.apply(params, normalise(x, mean, std)), images, shift)
+        return tta.predict(lambda x: model.apply(params, normalise(x, mean, std)), images, shift,
+                           flip)
 
     return logits
 

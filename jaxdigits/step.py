@@ -124,6 +124,8 @@ def make_batch_step(setup: Setup):
         # Per-step keys depend on the step number only, so a resumed run replays them.
         dropout_key, augment_key = jax.random.split(jax.random.fold_in(step_key, state.step))
         images = data.images[idx]  # uint8 [b, H, W, C]
+        if setup.config.augment_flip:
+            images = augment.random_flip(jax.random.fold_in(augment_key, 3), images)
         if shift:
             images = augment.random_shift(augment_key, images, shift)
         if rotate or scale:

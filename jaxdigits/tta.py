@@ -1,9 +1,10 @@
-"""Test-time augmentation by shifts: a prediction averaged over shifted copies of each image.
+"""Test-time augmentation by shifts and mirroring: a prediction averaged over views of each image.
 
-Digits are not mirror-symmetric, so there are no flips: the views are the image shifted by every
-whole-pixel offset in [-s, s] on each axis, (2s + 1)^2 of them (the unshifted image among them),
-filled with the background (zero). The prediction is the mean of the views' softmax
-probabilities, returned as its logarithm so that it is scored like logits (argmax, cross-entropy).
+The views are the image shifted by every whole-pixel offset in [-s, s] on each axis, (2s + 1)^2
+of them (the unshifted image among them), filled with the background (zero); with `flip` the
+same shifts of its left-right mirror image too, for mirror-symmetric classes (clothes; digits are
+not). The prediction is the mean of the views' softmax probabilities, returned as its logarithm
+so that it is scored like logits (argmax, cross-entropy).
 """
 
 import jax
@@ -25,11 +26,14 @@ def shift(images, dy: int, dx: int):
     return padded[:, s - dy:s - dy + h, s - dx:s - dx + w, :]
 
 
-def predict(logits_fn, images, max_shift: int):
+def predict(logits_fn, images, max_shift: int, flip: bool = False):
     """log(mean over the views of softmax(logits_fn(view))) [b, classes]; `logits_fn` itself where
-    `max_shift` is 0. `logits_fn` takes raw images of `images`' dtype (it normalises them)."""
-    if not max_shift:
+    `max_shift` is 0 and `flip` off. `logits_fn` takes raw images of `images`' dtype (it
+    normalises them)."""
+    if not max_shift and not flip:
         return logits_fn(images)
-    views = jnp.stack([shift(images, dy, dx) for dy, dx in offsets(max_shift)])  # [V, b, H, W, C]
+    sources = [images, images[:, :, ::-1]] if flip else [images]
+    views = jnp.stack([shift(x, dy, dx) for x in sources
+                       for dy, dx in offsets(max_shift)])  # [V, b, H, W, C]
     probs = jax.lax.map(lambda view: jax.nn.softmax(logits_fn(view), -1), views)  # [V, b, classes]
     return jnp.log(jnp.maximum(probs.mean(0), 1e-30))  # [b, classes]

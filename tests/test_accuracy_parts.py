@@ -1,5 +1,6 @@
 """The pieces of the accurate recipes: batch normalisation, the parameters' moving average, label
-smoothing and test-time augmentation, each through the step, resume, evaluate, export and K models."""
+smoothing, mirroring and test-time augmentation, each through the step, resume, evaluate, export
+and K models."""
 
 import dataclasses
 
@@ -10,13 +11,14 @@ import pytest
 
 from conftest import assert_same_run, restored_states, setup_on, train_interrupted, without_timing
 from jaxdigits import evaluate, export, inputs, losses, members, models, predictor, runs, step
-from jaxdigits import train, tta
+from jaxdigits import augment, train, tta
 from jaxdigits.config import Config
 from jaxdigits.metrics import read_jsonl
 
 # Every piece on at once, small enough for seconds per run.
 PARTS = Config(model="cnn_tiny", hidden=(16,), batch_norm=True, ema_decay=0.9,
-               label_smoothing=0.1, tta_shift=1, augment_shift=1, dropout=0.1, epochs=2,
+               label_smoothing=0.1, tta_shift=1, tta_flip=True, augment_shift=1,
+               augment_flip=True, dropout=0.1, epochs=2,
                batch_size=32, max_train_examples=256, validation_size=200, eval_batch_size=500,
                driver="step")
 
@@ -55,6 +57,24 @@ def test_tta_scores_the_mean_of_the_shifted_predictions():
                                    rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(tta.predict(logits_fn, images, 0), logits_fn(images))
     np.testing.assert_array_equal(tta.shift(images, 2, -1), _np_shift(images, 2, -1))
+    mirrored = images[:, :, ::-1]
+    views = [_np_shift(x, dy, dx) for x in (images, mirrored) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    probs = np.mean([np.asarray(jax.nn.softmax(logits_fn(v))) for v in views], axis=0)
+    np.testing.assert_allclose(np.exp(tta.predict(logits_fn, jnp.asarray(images), 1, flip=True)),
+                               probs, rtol=1e-5, atol=1e-7)
+    probs = np.mean([np.asarray(jax.nn.softmax(logits_fn(v))) for v in (images, mirrored)], axis=0)
+    np.testing.assert_allclose(np.exp(tta.predict(logits_fn, jnp.asarray(images), 0, flip=True)),
+                               probs, rtol=1e-5, atol=1e-7)
+
+
+def test_random_flip_mirrors_about_half_the_images_and_nothing_else():
+    images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (1000, 6, 5, 1)), jnp.uint8)
+    out = np.asarray(jax.jit(augment.random_flip)(jax.random.key(0), images))
+    same = (out == np.asarray(images)).all(axis=(1, 2, 3))
+    mirrored = (out == np.asarray(images)[:, :, ::-1]).all(axis=(1, 2, 3))
+    assert out.dtype == np.uint8 and (same ^ mirrored).all()  # Each image one or the other.
+    assert 450 < mirrored.sum() < 550
+    np.testing.assert_array_equal(out, augment.random_flip(jax.random.key(0), images))
 
 
 def test_the_moving_average_follows_the_parameters_by_its_decay():
@@ -140,6 +160,7 @@ def test_the_ablation_takes_out_each_ingredient_a_recipe_has():
     config = Config(model="cnn", batch_norm=True, ema_decay=0.999, augment_shift=2, tta_shift=1)
     assert ablation.present(config) == ["batch_norm", "ema", "tta", "shift"]
     assert ablation.present(Config(model="cnn_deep", batch_norm=True)) == []  # Always has it.
+    assert ablation.present(Config(augment_flip=True, tta_flip=True)) == ["tta", "flip"]
     results = {"whole": [{"val_accuracy": 0.99, "seconds": 10.0}, {"val_accuracy": 0.992, "seconds": 12.0}],
                "ema": [{"val_accuracy": 0.985, "seconds": 9.0}, {"val_accuracy": 0.987, "seconds": 9.0}]}
     assert ablation.table("accurate", results) == [["`accurate`", "99.10", "", "11", "2"],

@@ -5,15 +5,15 @@ import dataclasses
 import pytest
 from absl import flags
 
-from jaxdigits import cli, config as config_lib
+from jaxdigits import cli, config as config_lib, recipes
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
 
 @pytest.fixture
 def parse():
-    if "model" not in flags.FLAGS:
-        cli.define_config_flags()
+    if "recipe" not in flags.FLAGS:
+        cli.define_train_flags()
 
     def parse_fn(*args):
         flags.FLAGS.unparse_flags()
@@ -47,6 +47,18 @@ def test_model_defaults_apply_unless_a_flag_is_given(parse):
     assert (config.epochs, config.batch_norm, config.dropout) == (2, False, 0.3)
     parse("--dataset=fashion_mnist", "--model=mlp")
     assert cli.from_flags().epochs == 10 and not cli.from_flags().batch_norm
+
+
+def test_a_recipe_takes_its_datasets_values_and_flags_override_them(parse):
+    accurate = recipes.config("accurate")
+    assert accurate.dataset == "mnist" and not accurate.augment_flip  # Digits are never mirrored.
+    parse("--recipe=accurate", "--dataset=fashion_mnist", "--epochs=3")
+    config, _ = cli.run_config()
+    assert config == dataclasses.replace(accurate, dataset="fashion_mnist", epochs=3,
+                                         **recipes.FOR_DATASET["fashion_mnist"]["accurate"])
+    assert config.augment_flip and config.tta_flip
+    speedrun = recipes.config("speedrun", "fashion_mnist")  # No values of its own there.
+    assert speedrun == dataclasses.replace(recipes.config("speedrun"), dataset="fashion_mnist")
 
 
 def test_a_saved_config_holds_except_for_given_flags(parse):
