@@ -41,7 +41,8 @@ RECIPES = {
 # (docs/data.md): clothes are mirror-symmetric where digits are not.
 FOR_DATASET = {
     "fashion_mnist": {
-        "accurate": dict(augment_flip=True, tta_flip=True, augment_elastic=0.0, dropout=0.3),
+        "accurate": dict(augment_flip=True, tta_flip=True, augment_elastic=0.0, augment_rotate=0.0,
+                         augment_scale=0.0, dropout=0.3),
     },
 }
 

@@ -113,12 +113,14 @@ def _assert_one_sentence(proc, message):
     assert "Traceback" not in proc.stderr, (message, proc.stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(BAD_TRAINING_INPUT)),
                          ids=[" ".join(args) for args, _ in BAD_TRAINING_INPUT])
 def test_bad_training_input_is_one_sentence(refused_training, case):
     _assert_one_sentence(*refused_training[1][f"input{case}"])
 
 
+@pytest.mark.slow
 def test_bad_workdirs_are_one_sentence(refused_training, tmp_path):
     tmp, results = refused_training
     for name in ("foreign", "other_config", "resume_nothing"):
@@ -137,5 +139,6 @@ def test_bad_workdirs_are_one_sentence(refused_training, tmp_path):
     assert not (tmp / "new").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_is_one_sentence(refused_training):
     _assert_one_sentence(*refused_training[1]["missing_data"])

@@ -148,6 +148,7 @@ def test_same_seed_same_numbers(linear_run, tmp_path):
     assert a == b and a != c
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_changes_nothing(linear_run, tmp_path):
     workdir, first = _copy(linear_run[0], tmp_path), linear_run[1]
     before = (workdir / "metrics.jsonl").read_text()
@@ -157,12 +158,14 @@ def test_resume_of_a_finished_run_changes_nothing(linear_run, tmp_path):
     assert (workdir / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_a_workdir_with_another_config_is_refused(linear_run):
     with pytest.raises(UserError, match="different config: model='mlp'"):
         train.train_and_evaluate(dataclasses.replace(LINEAR, model="mlp"), linear_run[0], quiet=True)
     assert runs.read_config(linear_run[0]) == LINEAR  # Refused before anything was written.
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_test_score(linear_run):
     workdir, final = linear_run
     result = evaluate.evaluate_run(workdir, which="latest")
