@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 # Topic -> flags, in the order --help shows them (everyday ones first).
 TOPICS = {
     "run": ("model", "recipe", "workdir", "epochs", "seed", "quiet", "resume", "keep_checkpoints"),
-    "model": ("hidden", "dropout", "batch_norm", "ema_decay", "label_smoothing", "tta_shift",
+    "model": ("hidden", "features", "dropout", "batch_norm", "ema_decay", "label_smoothing", "tta_shift",
               "tta_flip"),
     "optimizer": ("optimizer", "learning_rate", "batch_size", "schedule", "warmup_epochs",
                   "optimizer_args", "momentum", "b1", "b2", "weight_decay", "l2", "grad_clip"),
@@ -97,11 +97,11 @@ def from_flags(base: Config | None = None) -> Config:
         if not flag.present and (base is not None or f.name in values):
             continue
         value = flag.value
-        if f.name == "hidden":
+        if f.name in ("hidden", "features"):
             try:
                 value = tuple(int(v) for v in value)
             except ValueError:
-                raise UserError(f"--hidden must be comma-separated integers, got {value}.") from None
+                raise UserError(f"--{f.name} must be comma-separated integers, got {value}.") from None
         values[f.name] = value
     return dataclasses.replace(base or Config(), **values)
 

@@ -22,6 +22,9 @@ class Config:
     model: str = _f("cnn", "linear, mlp, cnn, cnn_small, cnn_tiny or cnn_deep.")
     hidden: tuple[int, ...] = _f((), "MLP hidden sizes (default 512) or the CNN's dense width "
                                      "(default 128), comma-separated.")
+    features: tuple[int, ...] = _f((), "The CNN's two convolution widths, comma-separated "
+                                       "(default: the model's, 32,64 for cnn; cnn and its "
+                                       "smaller kinds only).")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn; cnn_deep: after "
                               "each block too).")
     batch_norm: bool = _f(False, "Batch normalisation after each convolution block's pooling "
@@ -97,10 +100,12 @@ class Config:
                             "another version of jaxdigits.")
         d = dict(d)
         d["hidden"] = tuple(d.get("hidden", ()))
+        d["features"] = tuple(d.get("features", ()))
         return cls(**d)
 
 
 DRIVERS = ("auto", "step", "unroll", "scan")
+FEATURED = ("cnn", "cnn_small", "cnn_tiny")  # The models whose widths --features sets.
 LAYERS = ("auto", "fast", "plain")
 MEMBERS = ("auto", "loop", "vmap")
 CPU_CONVS = ("auto", "onednn", "eigen", "ynnpack")
@@ -159,6 +164,10 @@ def validate(config: Config) -> Config:
         (0 <= config.tta_shift <= 4, f"--tta_shift must be in [0, 4], got {config.tta_shift}"),
         (config.num_models >= 1, f"--num_models must be at least 1, got {config.num_models}"),
         (all(h > 0 for h in config.hidden), f"--hidden sizes must be positive, got {config.hidden}"),
+        (not config.features or (len(config.features) == 2 and min(config.features) > 0),
+         f"--features must be two positive widths, got {config.features}"),
+        (not config.features or config.model in FEATURED,
+         f"--features is for the {', '.join(FEATURED)} models, not {config.model}"),
         (config.driver in DRIVERS, f"unknown --driver {config.driver!r}; choose one of {', '.join(DRIVERS)}"),
         (config.layers in LAYERS, f"unknown --layers {config.layers!r}; choose one of {', '.join(LAYERS)}"),
         (config.members in MEMBERS, f"unknown --members {config.members!r}; choose one of {', '.join(MEMBERS)}"),

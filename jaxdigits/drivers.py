@@ -57,6 +57,17 @@ def make_chunk_runner(setup: Setup, driver: str, mesh=None):
                    compiler_options=compiler_options(setup), **out)
 
 
+def compile_ahead(ahead, run_chunk, setup: Setup, state, train, steps_per_call: int) -> None:
+    """Compiles with `ahead` (`jaxdigits.ahead`) an epoch's programs for `state` and the `train`
+    data (abstract or concrete): the epoch order and `run_chunk`'s first call of the epoch."""
+    n = int(train.labels.shape[0])
+    key = jax.eval_shape(jax.random.key, 0)
+    ahead.compile(epoch_order, key, 1, n)
+    ahead.compile(run_chunk, state, jax.eval_shape(zero_metrics), train,
+              jax.ShapeDtypeStruct((n,), jnp.int32), 0, key,
+              num_steps=min(steps_per_call, setup.steps_per_epoch))
+
+
 def stack(trees):
     """Stacks pytrees of the same structure along a new leading (member) axis."""
     return jax.tree.map(lambda *x: jnp.stack(x), *trees)

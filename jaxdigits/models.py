@@ -133,7 +133,8 @@ class Model(NamedTuple):
 
 
 def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
-            cpu_layers: bool, onednn_grads: bool, batch_norm: bool) -> nn.Module:
+            cpu_layers: bool, onednn_grads: bool, batch_norm: bool,
+            features: Sequence[int] = ()) -> nn.Module:
     if name == "linear":
         return Linear(num_classes)
     if name == "mlp":
@@ -142,12 +143,14 @@ def _module(name: str, num_classes: int, hidden: Sequence[int], dropout: float,
         return DeepCNN(num_classes, dropout, onednn_grads)
     cnn = dict(num_classes=num_classes, dropout=dropout, cpu_layers=cpu_layers,
                onednn_grads=onednn_grads, batch_norm=batch_norm)
+    width = lambda default: tuple(features) or default
     if name == "cnn":
-        return CNN(hidden=hidden[0] if hidden else 128, **cnn)
+        return CNN(features=width((32, 64)), hidden=hidden[0] if hidden else 128, **cnn)
     if name == "cnn_small":  # The seed CNN's layout with a quarter of its work.
-        return CNN(features=(16, 32), hidden=hidden[0] if hidden else 128, **cnn)
-    if name == "cnn_tiny":  # The speedrun's net (jaxdigits.recipes): 3x3 convolutions, dense 256.
-        return CNN(features=(16, 32), kernels=(3, 3), hidden=hidden[0] if hidden else 256, **cnn)
+        return CNN(features=width((16, 32)), hidden=hidden[0] if hidden else 128, **cnn)
+    if name == "cnn_tiny":  # 3x3 convolutions, dense 256.
+        return CNN(features=width((16, 32)), kernels=(3, 3), hidden=hidden[0] if hidden else 256,
+                   **cnn)
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
 
 
@@ -177,10 +180,11 @@ def scoring_variables(variables):
 
 
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
-               dropout: float = 0.0, cpu_layers: bool | None = None,
+               features: Sequence[int] = (), dropout: float = 0.0, cpu_layers: bool | None = None,
                onednn_grads: bool = False, dtype: str = "float32", batch_norm: bool = False,
                ema: bool = False) -> Model:
-    """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width.
+    """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width,
+    `features` the two convolution widths of cnn, cnn_small and cnn_tiny.
 
     `cpu_layers` (default: `backend.default_cpu_layers()`) picks the CNN's CPU-fast formulations;
     `onednn_grads` (CPU only; see `backend.cpu_conv_choice`) computes the gradients of the CNN's later
@@ -191,7 +195,8 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
     """
     if cpu_layers is None:
         cpu_layers = backend.default_cpu_layers()
-    module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads, batch_norm)
+    module = _module(name, num_classes, hidden, dropout, cpu_layers, onednn_grads, batch_norm,
+                     features)
     compute = backend.compute_dtype(dtype)
     cast = (lambda tree: jax.tree.map(lambda p: p.astype(compute), tree)) \
         if compute != jnp.float32 else (lambda tree: tree)

@@ -35,6 +35,9 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
                                                       weight_decay=cfg.weight_decay),
 }
 
+# The entries shipped here, each tested against the optimizer contract (test_check_optimizer).
+SHIPPED = dict(OPTIMIZERS)
+
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle")
 
 
@@ -55,6 +58,11 @@ def make_schedule(name: str, learning_rate: float, total_steps: int, warmup_step
     if name == "one_cycle":
         return optax.cosine_onecycle_schedule(max(total_steps, 1), learning_rate)
     raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+
+
+def is_shipped(name: str) -> bool:
+    """Whether `name` is one of this package's optimizers (not a registration that replaced it)."""
+    return name in SHIPPED and OPTIMIZERS.get(name) is SHIPPED[name]
 
 
 def schedule_for(config, steps_per_epoch: int):

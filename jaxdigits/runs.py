@@ -13,7 +13,7 @@ import pathlib
 
 import jax
 
-from jaxdigits import checkpoint, contract, models
+from jaxdigits import checkpoint, contract, models, optimizers
 from jaxdigits.config import Config, validate
 from jaxdigits.errors import UserError, check_writable_folder
 from jaxdigits.step import Setup, make_config_model
@@ -115,7 +115,10 @@ def final_record(epochs: int, step: int, test: dict) -> dict:
 
 def verify_optimizer(setup: Setup) -> None:
     """Tries the optimizer on the model's parameter shapes (no FLOPs) before anything is written:
-    a plug-in whose init or update fails, or whose state changes shape, is one sentence."""
+    a plug-in whose init or update fails, or whose state changes shape, is one sentence. The
+    shipped optimizers keep it (tested), so their runs skip the trace (0.4 s of the speedrun)."""
+    if optimizers.is_shipped(setup.config.optimizer):
+        return
     params = jax.eval_shape(lambda key: setup.model.init(key, setup.image_shape), jax.random.key(0))
     contract.verify(setup.tx, models.split(params)[0], setup.config.optimizer)
 

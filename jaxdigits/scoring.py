@@ -10,6 +10,7 @@ member's logits, averaged); their loss is the cross-entropy of that mean.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ def scorer(setup: Setup):
     return logits
 
 
-def make_evaluator(setup: Setup, mesh=None):
+def make_evaluator(setup: Setup, mesh=None) -> "Evaluator":
     """`evaluate(params, data) -> {"loss", "accuracy", "count"}` over every example in `data`.
 
     Loss and correct predictions are summed on the device per batch, the padding masked out, and
@@ -67,18 +68,33 @@ def make_evaluator(setup: Setup, mesh=None):
         return {"loss": jnp.where(mask, per_example, 0.0).sum(),
                 "correct": jnp.where(mask, logits.argmax(-1) == labels, False).sum()}
 
-    def evaluate(params, data: DeviceData):
+    return Evaluator(gather, eval_batch, batch_size)
+
+
+class Evaluator(NamedTuple):
+    """`make_evaluator`'s scorer: call it as `evaluate(params, data)`."""
+    gather: object  # jitted (data, start) -> (images, labels, mask) of the batch at `start`
+    eval_batch: object  # jitted (params, images, labels, mask) -> {"loss", "correct"} sums
+    batch_size: int
+
+    def __call__(self, params, data: DeviceData) -> dict:
         n = int(data.labels.shape[0])
         totals = []
-        for call, start in enumerate(range(0, n, batch_size)):
-            totals.append(eval_batch(params, *gather(data, start)))
+        for call, start in enumerate(range(0, n, self.batch_size)):
+            totals.append(self.eval_batch(params, *self.gather(data, start)))
             parallel.settle(call, totals[-1])
         totals = jax.device_get(totals)
         loss = float(sum(np.float32(t["loss"]) for t in totals))  # float32, in order, as before.
         correct = int(sum(int(t["correct"]) for t in totals))
         return {"loss": loss / n, "accuracy": correct / n, "count": n}
 
-    return evaluate
+    def compile_ahead(self, ahead, params, *splits) -> None:
+        """Compiles with `ahead` (`jaxdigits.ahead`) the programs that score `splits` with
+        `params` (abstract or concrete): each split's gather and the one scoring program."""
+        for data in splits:
+            ahead.compile(self.gather, data, 0)
+        if splits:
+            ahead.compile(self.eval_batch, params, *jax.eval_shape(self.gather, splits[0], 0))
 
 
 def predict(setup: Setup, params, data: DeviceData) -> np.ndarray:

@@ -41,6 +41,7 @@ def make_config_model(config: Config, num_classes: int, gradients: bool = True) 
     and its --cpu_conv choice (oneDNN's gradients or XLA's; `gradients=False`, for a model that
     is only scored, never looks for oneDNN: the forward is XLA's either way), in its --dtype."""
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
+                             features=config.features,
                              dropout=config.dropout, cpu_layers=backend.cpu_layers(config.layers),
                              onednn_grads=gradients and backend.onednn_grads(
                                  config.model, config.cpu_conv, config.dtype),
@@ -70,6 +71,13 @@ def init_state(setup: Setup, key, tx=None) -> TrainState:
     tx = setup.tx if tx is None else tx
     opt_state = jax.jit(tx.init)(models.split(variables)[0])
     return TrainState(jnp.zeros((), jnp.int32), variables, opt_state)
+
+
+def state_shapes(setup: Setup) -> TrainState:
+    """`init_state`'s shapes and dtypes (`jax.ShapeDtypeStruct`s), traced, not computed."""
+    variables = jax.eval_shape(lambda: setup.model.init(jax.random.key(0), setup.image_shape))
+    return TrainState(jax.ShapeDtypeStruct((), jnp.int32), variables,
+                      jax.eval_shape(setup.tx.init, models.split(variables)[0]))
 
 
 def update_ema(rest: dict, params, step, decay: float) -> dict:

@@ -19,6 +19,7 @@ import jax
 
 from jaxdigits import backend, checkpoint, cli, drivers, inputs, many, models, optimizers, parallel
 from jaxdigits import runs, scoring, step
+from jaxdigits.ahead import Ahead
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 from jaxdigits.metrics import MetricWriter, write_atomic, write_json
@@ -59,29 +60,29 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     if resume and not saved:
         raise UserError(f"--resume was given but {workdir} holds no checkpoint to resume from.")
     ds, (tx, ty), (vx, vy), (test_x, test_y) = inputs.prepare_data(config, data_dir, allow_download)
-    mean, std = inputs.pixel_stats(tx)
-    setup = step.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
+    setup = step.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, *inputs.pixel_stats(tx))
     runs.verify_optimizer(setup)
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
     if primary and not exists:
         write_atomic(workdir / "config.json", config.to_json())
 
+    driver, steps_per_call = drivers.resolve_driver(config)
+    run_chunk, evaluate = drivers.make_chunk_runner(setup, driver, mesh), scoring.make_evaluator(setup, mesh)
+    splits = ((tx, ty), (vx, vy), (test_x, test_y))
+    early = compile_ahead(setup, run_chunk, evaluate, splits, steps_per_call) \
+        if mesh.size == 1 and max(saved, default=0) < config.epochs else None  # Not complete.
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
     state, history = restore(workdir, step.init_state(setup, init_key), config.epochs, primary)
-    data = tuple(inputs.to_device(x, y) for x, y in ((tx, ty), (vx, vy), (test_x, test_y)))
+    data = tuple(inputs.to_device(x, y) for x, y in splits)
     if mesh.size > 1:
         state, *data = parallel.replicate((state, *data), mesh)
-    driver, steps_per_call = drivers.resolve_driver(config)
-    loop = Loop(setup, ds, drivers.make_chunk_runner(setup, driver, mesh),
-                scoring.make_evaluator(setup, mesh), steps_per_call, (data_key, step_key),
-                tuple(data), (mean, std), quiet or not primary)
-    guessed = config.driver == "auto" and jax.default_backend() not in backend.MEASURED_DRIVERS
-    basis = f" ({backend.driver_basis()})" if guessed else ""
-    runs.log(f"{config.model} on {ds.name} from {ds.source}: {len(tx)} train, {len(vx)} validation, "
-             f"{len(test_x)} test images; {models.count_params(state.params):,} parameters; "
-             f"{parallel.describe(mesh)}, driver {driver} x{steps_per_call}{basis}.")
+    loop = Loop(setup, ds, run_chunk, evaluate, steps_per_call, (data_key, step_key), tuple(data),
+                (setup.mean, setup.std), quiet or not primary)
+    log_start(config, ds, splits, state, f"{parallel.describe(mesh)}, driver {driver} x{steps_per_call}")
     writer = MetricWriter(workdir, history) if primary else parallel.NullWriter()
+    if early:
+        early.wait()
     ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     try:
         state = train_epochs(loop, state, history, writer, ckpt)
@@ -97,6 +98,30 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     runs.log(f"Run saved in {workdir}: config.json, metrics.jsonl, results.json, tensorboard/, "
              f"checkpoints/ (last {keep_checkpoints}), best/ (best validation accuracy).")
     return final
+
+
+def log_start(config: Config, ds, splits, state, how: str) -> None:
+    """The run's first line: model, data, parameters, devices and driver (`how`)."""
+    guessed = config.driver == "auto" and jax.default_backend() not in backend.MEASURED_DRIVERS
+    basis = f" ({backend.driver_basis()})" if guessed else ""
+    (tx, _), (vx, _), (test_x, _) = splits
+    runs.log(f"{config.model} on {ds.name} from {ds.source}: {len(tx)} train, {len(vx)} validation, "
+             f"{len(test_x)} test images; {models.count_params(state.params):,} parameters; "
+             f"{how}{basis}.")
+
+
+def compile_ahead(setup: step.Setup, run_chunk, evaluate, splits, steps_per_call: int) -> Ahead:
+    """The run's programs (the epoch's and the scorer's) compiled on a second thread from the
+    shapes of its state and of the (images, labels) `splits`, while this one initialises."""
+    shapes = [inputs.DeviceData(jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                jax.ShapeDtypeStruct(y.shape, y.dtype)) for x, y in splits]
+
+    def plan(ahead):
+        state = step.state_shapes(setup)
+        drivers.compile_ahead(ahead, run_chunk, setup, state, shapes[0], steps_per_call)
+        evaluate.compile_ahead(ahead, state.params, *(s for s in shapes[1:] if s.labels.shape[0]))
+
+    return Ahead(plan)
 
 
 def restore(workdir: pathlib.Path, state, epochs: int, primary: bool):

@@ -37,6 +37,8 @@ def test_model_defaults_apply_unless_a_flag_is_given(parse):
     parse("--model=mlp", "--epochs=3", "--hidden=64,32")
     config = cli.from_flags()
     assert config.epochs == 3 and config.hidden == (64, 32) and config.model == "mlp"
+    parse("--model=cnn_tiny", "--features=8,32")
+    assert cli.from_flags().features == (8, 32)
     parse("--model=cnn")
     assert cli.from_flags().epochs == Config().epochs
     parse("--dataset=fashion_mnist")  # The default model on Fashion-MNIST: its own settings.
@@ -68,8 +70,8 @@ def test_a_saved_config_holds_except_for_given_flags(parse):
 
 
 def test_json_round_trip_and_foreign_fields():
-    config = Config(model="mlp", hidden=(128, 64))
-    assert Config.from_dict(__import__("json").loads(config.to_json())) == config
+    for config in (Config(model="mlp", hidden=(128, 64)), Config(model="cnn", features=(8, 32))):
+        assert Config.from_dict(__import__("json").loads(config.to_json())) == config
     with pytest.raises(UserError, match="unknown fields \\['colour'\\]"):
         Config.from_dict({"colour": "red"})
 
@@ -78,6 +80,9 @@ def test_json_round_trip_and_foreign_fields():
     ({"dropout": 1.0}, "--dropout must be in [0, 1)"),
     ({"eval_batch_size": 0}, "--eval_batch_size must be positive"),
     ({"hidden": (0,)}, "--hidden sizes must be positive"),
+    ({"model": "cnn_tiny", "features": (8,)}, "--features must be two positive widths, got"),
+    ({"model": "cnn_tiny", "features": (8, 0)}, "--features must be two positive widths"),
+    ({"model": "mlp", "features": (8, 16)}, "--features is for the cnn, cnn_small, cnn_tiny models, not mlp"),
     ({"max_train_examples": -1}, "--max_train_examples must be 0"),
     ({"augment_rotate": 200.0}, "--augment_rotate must be in [0, 180] degrees"),
     ({"augment_scale": 1.0}, "--augment_scale must be in [0, 1)"),

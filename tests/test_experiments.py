@@ -339,6 +339,7 @@ def test_compare_steps_on_the_linear_model():
     assert "driver=unroll,steps_per_call=4" in compare_steps.table(result)
 
 
+@pytest.mark.slow
 def test_profile_step_sums_the_traced_ops(tmp_path, monkeypatch):
     import tempfile
 

@@ -27,6 +27,8 @@ def strict_dtypes():
     # Batch normalisation after each pooling and the dense ReLU: a scale and an offset per channel.
     ("cnn_bn", (), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (3136 * 128 + 128) + (128 * 10 + 10)
      + 2 * (32 + 64 + 128)),
+    # --features=8,32 --hidden=128 on cnn_tiny: conv 3x3x1x8, conv 3x3x8x32, dense 7*7*32 -> 128.
+    ("cnn_tiny_8_32", (128,), (9 * 8 + 8) + (9 * 8 * 32 + 32) + (1568 * 128 + 128) + (128 * 10 + 10)),
     # 32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4, no biases, BN scale and offset, dense 128 -> 10.
     ("cnn_deep", (), 9 * 32 + 9 * 32 * 32 + 25 * 32 * 32 + 9 * 32 * 64 + 9 * 64 * 64
      + 25 * 64 * 64 + 16 * 64 * 128 + 2 * (3 * 32 + 3 * 64 + 128) + 128 * 10 + 10),
@@ -34,8 +36,9 @@ def strict_dtypes():
 def test_parameter_counts_and_shapes(name, hidden, count):
     """Counts and shapes are decided when the functions are traced: jax.eval_shape traces them
     (strict dtypes included) without compiling or running anything. Statistics are not counted."""
-    bn = name == "cnn_bn"
-    model = models.make_model("cnn" if bn else name, hidden=hidden, batch_norm=bn)
+    bn, features = name == "cnn_bn", (8, 32) if name == "cnn_tiny_8_32" else ()
+    model = models.make_model({"cnn_bn": "cnn", "cnn_tiny_8_32": "cnn_tiny"}.get(name, name),
+                              hidden=hidden, features=features, batch_norm=bn)
     params = jax.eval_shape(lambda key: model.init(key, (28, 28, 1)), jax.random.key(0))
     assert models.count_params(params) == count  # The seed CNN's: 454,922.
     logits = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((3, 28, 28, 1), jnp.float32))
@@ -121,6 +124,7 @@ def test_random_shift_moves_whole_images_within_bounds():
     np.testing.assert_array_equal(augment.random_shift(jax.random.key(0), images, 2), shifted)
 
 
+@pytest.mark.slow
 def test_rotate_scale_is_exact_at_identity_and_quarter_turns_and_random_per_image():
     from jaxdigits import augment
 

@@ -191,6 +191,7 @@ def test_one_log_line_per_request(own_server):
     assert " PATCH /model 405 " in new[3]
 
 
+@pytest.mark.slow
 def test_concurrent_load(own_server, mnist):
     """8 clients, 320 requests (28x28 arrays and PNG drawings): no errors, the same answers."""
     server = own_server

@@ -47,6 +47,7 @@ def test_pixel_stats_match_numpy_over_several_chunks():
     np.testing.assert_allclose([mean, std], [values.mean(), values.std()], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_step_compiles_once(mnist):
     setup, data = _setup(mnist)
     with count_compiles("run") as compiles:
@@ -103,6 +104,7 @@ def test_keeps_the_last_few_and_the_best(tmp_path, mnist):
     assert [p.name for p in (tmp_path / "best").iterdir() if p.name.isdigit()] == ["2"]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
     """An optimizer that turns the parameters to NaN in epoch 2 stops the run there."""
     def poisoned(lr, cfg):

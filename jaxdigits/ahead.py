@@ -1,0 +1,42 @@
+"""Compiling a run's programs ahead, on a second thread, while the first loads and initialises.
+
+A run's programs (the train step, the epoch order, the scorer and its batch gathers) are
+otherwise compiled in turn at their first calls, each on one core while the other waits: about
+2 s of the speedrun's start-up on a 2-core CPU. `Ahead(plan)` runs `plan(ahead)` on a worker
+thread, where `ahead.compile(fn, *args, **static)` lowers and compiles the jitted `fn` for
+abstract arguments (`jax.ShapeDtypeStruct`s, or values). That fills `fn`'s own jit cache, so the
+first real call with arguments of those shapes finds its program ready and compiles nothing
+(`tests/test_ahead.py` counts the compiles). Call `wait()` before the first real call: a call
+that came first would compile the same program a second time.
+
+A program that fails to compile ahead is left alone: its first real call compiles it again and
+reports the error there, among the run's usual messages.
+"""
+
+import concurrent.futures
+
+
+class Ahead:
+    """`plan(self)` run on one worker thread; `wait()` for it."""
+
+    def __init__(self, plan):
+        self.compiled = 0
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxdigits-ahead")
+        self.job = self.pool.submit(plan, self)
+
+    def compile(self, fn, *args, **static) -> None:
+        """Compiles the jitted `fn` for `args` (abstract or concrete) and keyword `static` ones."""
+        try:
+            fn.lower(*args, **static).compile()
+            self.compiled += 1
+        except Exception:  # noqa: BLE001 - the first real call reports it (see the docstring).
+            pass
+
+    def wait(self) -> int:
+        """Waits for the plan; returns how many programs it compiled."""
+        try:
+            self.job.result()
+        except Exception:  # noqa: BLE001 - as in `compile`: the real calls compile what is left.
+            pass
+        self.pool.shutdown()
+        return self.compiled
