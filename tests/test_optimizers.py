@@ -67,6 +67,16 @@ def test_registry_is_open(monkeypatch):
     assert isinstance(tx, optax.GradientTransformation)
 
 
+def test_only_the_shipped_optimizers_skip_the_contract_check(monkeypatch):
+    """Runs skip `contract.verify` for this package's own entries (each is tested against the
+    contract), never for a registration, even one that replaces a shipped name."""
+    assert optimizers.is_shipped("adam") and optimizers.is_shipped("scratch_sgd")
+    assert not optimizers.is_shipped("no_such_optimizer")
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "lion", lambda lr, cfg: optax.lion(lr))
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "adam", lambda lr, cfg: optax.lion(lr))
+    assert not optimizers.is_shipped("lion") and not optimizers.is_shipped("adam")
+
+
 def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
