@@ -160,6 +160,10 @@ def restore(folder: pathlib.Path, epoch: int, target) -> tuple[object, dict]:
     meta, state = _read_state(folder, epoch, ocp.args.StandardRestore(target))
     _verify(folder, epoch, meta, "state", state)
     meta.pop("digest", None)
+    # Orbax commits each array to its device, which jit's cache tells apart from a fresh state:
+    # the train step compiled twice more after every resume. Placed as a fresh state is instead.
+    state = jax.tree.map(lambda x: jax.device_put(np.asarray(x))
+                         if isinstance(x, jax.Array) and x.is_fully_addressable else x, state)
     return state, meta
 
 

@@ -39,6 +39,22 @@ def test_a_run_compiles_its_programs_once_and_ahead(tmp_path, compiles):
     assert by_name["jit(gather)"] == ["jaxdigits-ahead_0"] * 2  # Validation's and the test's.
 
 
+@pytest.mark.slow
+def test_a_resumed_run_compiles_its_step_once_and_ahead(tmp_path, monkeypatch, compiles):
+    """The restored state is placed as a fresh one (uncommitted), with the shapes
+    `step.state_shapes` gave: nothing compiles twice."""
+    from conftest import train_interrupted
+
+    config = Config(model="mlp", hidden=(16,), epochs=3, max_train_examples=512,
+                    validation_size=256, driver="step")
+    train_interrupted(config, tmp_path / "run", monkeypatch, at_epoch=2)
+    compiles.clear()
+    train.train_and_evaluate(config, tmp_path / "run", quiet=True, resume=True)
+    for program in ("jit(run)", "jit(eval_batch)"):
+        threads = [thread for name, thread in compiles if name == program]
+        assert len(threads) == 1 and threads[0].startswith("jaxdigits-ahead"), compiles
+
+
 @pytest.mark.parametrize("overrides", [
     dict(model="mlp"),
     dict(model="cnn_tiny", batch_norm=True, ema_decay=0.999, dtype="bfloat16", grad_clip=1.0),
