@@ -1,7 +1,7 @@
 """Named recipes: whole configs chosen for one goal, selected with `--recipe=NAME`.
 
     python -m jaxdigits.train --recipe=speedrun     # >= 99.0 % test accuracy, fastest here
-    python -m jaxdigits.train --recipe=accurate     # one CNN, every accuracy ingredient
+    python -m jaxdigits.train --recipe=accurate     # one CNN, the accuracy ingredients that validate
     python -m jaxdigits.train --recipe=ensemble     # three augmented CNNs and their ensemble
 
 Flags given on the command line override the recipe's values. How each recipe was chosen (on
@@ -26,12 +26,13 @@ RECIPES = {
                      schedule="one_cycle", epochs=1, batch_size=128, augment_shift=0,
                      driver="step", eval_batch_size=250),
     # One accurate model: the default CNN with batch normalisation, a moving average of its
-    # parameters (scored), shifts, rotations, scaling and mild elastic deformation, label
-    # smoothing, and test-time augmentation by one-pixel shifts; Adam at 2e-3, 15 epochs. Set from
-    # the public recipes (BUILD_NOTES.md, "Accurate models") and kept on validation accuracy.
+    # parameters (scored), shifts, rotations and scaling, label smoothing, and test-time
+    # augmentation by one-pixel shifts; Adam at 2e-3, 15 epochs. Set from the public recipes and
+    # kept on validation accuracy (BUILD_NOTES.md, "Accurate models"): elastic deformation
+    # (alpha 8) cost 0.12 points of validation accuracy over three seeds.
     "accurate": dict(model="cnn", batch_norm=True, ema_decay=0.999, augment_shift=2,
-                     augment_rotate=10.0, augment_scale=0.1, augment_elastic=8.0,
-                     label_smoothing=0.1, tta_shift=1, learning_rate=2e-3, epochs=15),
+                     augment_rotate=10.0, augment_scale=0.1, label_smoothing=0.1, tta_shift=1,
+                     learning_rate=2e-3, epochs=15),
     # The CNN ensemble: three seed CNNs trained at once (members looped on CPU), with
     # random shifts, rotations and scaling, scored as the mean of their probabilities. Set from
     # common practice, not tuned (the test set is scored once); measured in BUILD_NOTES.md.
@@ -43,15 +44,15 @@ RECIPES = {
 # (docs/data.md): clothes are mirror-symmetric where digits are not.
 FOR_DATASET = {
     "fashion_mnist": {
-        "accurate": dict(augment_flip=True, tta_flip=True, augment_elastic=0.0, augment_rotate=0.0,
-                         augment_scale=0.0, dropout=0.3),
+        "accurate": dict(augment_flip=True, tta_flip=True, augment_rotate=0.0, augment_scale=0.0,
+                         dropout=0.3),
     },
 }
 
 # One line per recipe for --help.
 ABOUT = {
     "speedrun": ">= 99.0 % test accuracy in the least time on CPU",
-    "accurate": "one CNN with every accuracy ingredient, 15 epochs",
+    "accurate": "one CNN with the accuracy ingredients that validate, 15 epochs",
     "ensemble": "three augmented CNNs trained at once and their ensemble",
 }
 
