@@ -64,8 +64,8 @@ def compile_ahead(ahead, run_chunk, setup: Setup, state, train, steps_per_call: 
     key = jax.eval_shape(jax.random.key, 0)
     ahead.compile(epoch_order, key, 1, n)
     ahead.compile(run_chunk, state, jax.eval_shape(zero_metrics), train,
-              jax.ShapeDtypeStruct((n,), jnp.int32), 0, key,
-              num_steps=min(steps_per_call, setup.steps_per_epoch))
+                  jax.ShapeDtypeStruct((n,), jnp.int32), 0, key,
+                  num_steps=min(steps_per_call, setup.steps_per_epoch))
 
 
 def stack(trees):

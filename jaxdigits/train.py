@@ -68,10 +68,11 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
         write_atomic(workdir / "config.json", config.to_json())
 
     driver, steps_per_call = drivers.resolve_driver(config)
-    run_chunk, evaluate = drivers.make_chunk_runner(setup, driver, mesh), scoring.make_evaluator(setup, mesh)
+    run_chunk = drivers.make_chunk_runner(setup, driver, mesh)
+    evaluate = scoring.make_evaluator(setup, mesh)
     splits = ((tx, ty), (vx, vy), (test_x, test_y))
-    early = compile_ahead(setup, run_chunk, evaluate, splits, steps_per_call) \
-        if mesh.size == 1 and max(saved, default=0) < config.epochs else None  # Not complete.
+    early = compile_ahead(setup, run_chunk, evaluate, splits, steps_per_call,
+                          on=mesh.size == 1 and max(saved, default=0) < config.epochs)
     init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
     state, history = restore(workdir, step.init_state(setup, init_key), config.epochs, primary)
     data = tuple(inputs.to_device(x, y) for x, y in splits)
@@ -79,10 +80,9 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
         state, *data = parallel.replicate((state, *data), mesh)
     loop = Loop(setup, ds, run_chunk, evaluate, steps_per_call, (data_key, step_key), tuple(data),
                 (setup.mean, setup.std), quiet or not primary)
-    log_start(config, ds, splits, state, f"{parallel.describe(mesh)}, driver {driver} x{steps_per_call}")
+    log_start(config, ds, splits, state, mesh)
     writer = MetricWriter(workdir, history) if primary else parallel.NullWriter()
-    if early:
-        early.wait()
+    early.wait()
     ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     try:
         state = train_epochs(loop, state, history, writer, ckpt)
@@ -100,19 +100,22 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     return final
 
 
-def log_start(config: Config, ds, splits, state, how: str) -> None:
-    """The run's first line: model, data, parameters, devices and driver (`how`)."""
+def log_start(config: Config, ds, splits, state, mesh) -> None:
+    """The run's first line: model, data, parameters, devices and driver."""
+    driver, steps_per_call = drivers.resolve_driver(config)
     guessed = config.driver == "auto" and jax.default_backend() not in backend.MEASURED_DRIVERS
     basis = f" ({backend.driver_basis()})" if guessed else ""
     (tx, _), (vx, _), (test_x, _) = splits
     runs.log(f"{config.model} on {ds.name} from {ds.source}: {len(tx)} train, {len(vx)} validation, "
              f"{len(test_x)} test images; {models.count_params(state.params):,} parameters; "
-             f"{how}{basis}.")
+             f"{parallel.describe(mesh)}, driver {driver} x{steps_per_call}{basis}.")
 
 
-def compile_ahead(setup: step.Setup, run_chunk, evaluate, splits, steps_per_call: int) -> Ahead:
+def compile_ahead(setup: step.Setup, run_chunk, evaluate, splits, steps_per_call: int,
+                  on: bool) -> Ahead:
     """The run's programs (the epoch's and the scorer's) compiled on a second thread from the
-    shapes of its state and of the (images, labels) `splits`, while this one initialises."""
+    shapes of its state and of the (images, labels) `splits`, while this one initialises; if
+    `on` (one device, epochs left to train: multi-device programs need their shardings)."""
     shapes = [inputs.DeviceData(jax.ShapeDtypeStruct(x.shape, x.dtype),
                                 jax.ShapeDtypeStruct(y.shape, y.dtype)) for x, y in splits]
 
@@ -121,7 +124,7 @@ def compile_ahead(setup: step.Setup, run_chunk, evaluate, splits, steps_per_call
         drivers.compile_ahead(ahead, run_chunk, setup, state, shapes[0], steps_per_call)
         evaluate.compile_ahead(ahead, state.params, *(s for s in shapes[1:] if s.labels.shape[0]))
 
-    return Ahead(plan)
+    return Ahead(plan if on else lambda ahead: None)
 
 
 def restore(workdir: pathlib.Path, state, epochs: int, primary: bool):
