@@ -71,7 +71,7 @@ def train_unit_pixels(config: Config, workdir: pathlib.Path) -> dict:
     driver, steps_per_call = drivers.resolve_driver(config)
     loop = train.Loop(setup, ds, drivers.make_chunk_runner(setup, driver),
                       scoring.make_evaluator(setup), steps_per_call, (data_key, step_key), data,
-                      (0.0, 1.0), True)
+                      True)
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomic(workdir / "config.json", config.to_json())
     writer, saver = MetricWriter(workdir, []), checkpoint.Checkpointer(workdir, 1)

@@ -19,12 +19,15 @@ import concurrent.futures
 
 
 class Ahead:
-    """`plan(self)` run on one worker thread; `wait()` for it."""
+    """`plan(self)` run on one worker thread; `wait()` for it. No plan (None): no thread."""
 
-    def __init__(self, plan):
+    def __init__(self, plan=None):
         self.compiled = 0
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxdigits-ahead")
-        self.job = self.pool.submit(plan, self)
+        self.pool = self.job = None
+        if plan is not None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="jaxdigits-ahead")
+            self.job = self.pool.submit(plan, self)
 
     def compile(self, fn, *args, **static) -> None:
         """Compiles the jitted `fn` for `args` (abstract or concrete) and keyword `static` ones."""
@@ -36,6 +39,8 @@ class Ahead:
 
     def wait(self) -> int:
         """Waits for the plan; returns how many programs it compiled."""
+        if self.job is None:
+            return 0
         try:
             self.job.result()
         except Exception:  # As in `compile`: the real calls compile what is left.

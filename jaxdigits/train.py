@@ -34,7 +34,6 @@ class Loop(NamedTuple):
     steps_per_call: int
     keys: tuple  # (data_key, step_key)
     data: tuple  # (train, val, test) DeviceData
-    normalisation: tuple  # (mean, std) as computed, for the checkpoints' metadata
     quiet: bool
 
 
@@ -79,8 +78,8 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     if mesh.size > 1:
         state, *data = parallel.replicate((state, *data), mesh)
     loop = Loop(setup, ds, run_chunk, evaluate, steps_per_call, (data_key, step_key), tuple(data),
-                (setup.mean, setup.std), quiet or not primary)
-    log_start(config, ds, splits, state, mesh)
+                quiet or not primary)
+    log_start(config, ds, splits, state, mesh, (driver, steps_per_call))
     writer = MetricWriter(workdir, history) if primary else parallel.NullWriter()
     early.wait()
     ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
@@ -100,9 +99,9 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     return final
 
 
-def log_start(config: Config, ds, splits, state, mesh) -> None:
-    """The run's first line: model, data, parameters, devices and driver."""
-    driver, steps_per_call = drivers.resolve_driver(config)
+def log_start(config: Config, ds, splits, state, mesh, driven: tuple[str, int]) -> None:
+    """The run's first line: model, data, parameters, devices and the (driver, steps per call)."""
+    driver, steps_per_call = driven
     guessed = config.driver == "auto" and jax.default_backend() not in backend.MEASURED_DRIVERS
     basis = f" ({backend.driver_basis()})" if guessed else ""
     (tx, _), (vx, _), (test_x, _) = splits
@@ -124,7 +123,7 @@ def compile_ahead(setup: step.Setup, run_chunk, evaluate, splits, steps_per_call
         drivers.compile_ahead(ahead, run_chunk, setup, state, shapes[0], steps_per_call)
         evaluate.compile_ahead(ahead, state.params, *(s for s in shapes[1:] if s.labels.shape[0]))
 
-    return Ahead(plan if on else lambda ahead: None)
+    return Ahead(plan if on else None)
 
 
 def restore(workdir: pathlib.Path, state, epochs: int, primary: bool):
@@ -152,7 +151,7 @@ def restore(workdir: pathlib.Path, state, epochs: int, primary: bool):
 def train_epochs(loop: Loop, state, history: list, writer, ckpt) -> step.TrainState:
     """The epochs after those in `history`: train, validate, checkpoint, log each one."""
     setup = loop.setup
-    config, (train, val, _), (mean, std) = setup.config, loop.data, loop.normalisation
+    config, (train, val, _) = setup.config, loop.data
     # One compiled program: run op by op, the schedule compiled some 20 small ones (1.5 s).
     schedule = jax.jit(optimizers.schedule_for(config, setup.steps_per_epoch))
     best = runs.best_score(history)
@@ -165,7 +164,7 @@ def train_epochs(loop: Loop, state, history: list, writer, ckpt) -> step.TrainSt
         record = runs.epoch_record(epoch, int(state.step), float(schedule(int(state.step) - 1)),
                                    train_metrics, val_metrics, seconds)
         history.append(record)
-        meta = runs.run_meta(config, epoch, history, setup, loop.ds, mean, std)
+        meta = runs.run_meta(config, epoch, history, setup, loop.ds, setup.mean, setup.std)
         ckpt.save(epoch, state, meta, is_best=runs.score(record) > best)
         best = max(best, runs.score(record))
         writer.write(record, int(state.step))

@@ -80,3 +80,11 @@ def test_what_fails_ahead_is_left_to_the_real_call():
     with pytest.raises(TypeError):
         broken(jnp.zeros((4, 4)))
     assert ahead.Ahead(lambda early: 1 / 0).wait() == 0  # A plan that raises: nothing compiled.
+
+
+def test_no_plan_starts_no_thread():
+    before = {t.name for t in threading.enumerate()}
+    early = ahead.Ahead(None)
+    assert early.wait() == 0
+    assert not any(t.name.startswith("jaxdigits-ahead") for t in threading.enumerate()
+                   if t.name not in before)
