@@ -56,8 +56,8 @@ def test_a_recipe_takes_its_datasets_values_and_flags_override_them(parse):
     assert accurate.dataset == "mnist" and not accurate.augment_flip  # Digits are never mirrored.
     parse("--recipe=accurate", "--dataset=fashion_mnist", "--epochs=3")
     config, _ = cli.run_config()
-    assert config == dataclasses.replace(accurate, dataset="fashion_mnist", epochs=3,
-                                         **recipes.FOR_DATASET["fashion_mnist"]["accurate"])
+    assert config == dataclasses.replace(accurate, **{
+        **recipes.FOR_DATASET["fashion_mnist"]["accurate"], "dataset": "fashion_mnist", "epochs": 3})
     assert config.augment_flip and config.tta_flip
     speedrun = recipes.config("speedrun", "fashion_mnist")  # No values of its own there.
     assert speedrun == dataclasses.replace(recipes.config("speedrun"), dataset="fashion_mnist")
