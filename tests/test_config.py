@@ -59,6 +59,9 @@ def test_a_recipe_takes_its_datasets_values_and_flags_override_them(parse):
     assert config == dataclasses.replace(accurate, **{
         **recipes.FOR_DATASET["fashion_mnist"]["accurate"], "dataset": "fashion_mnist", "epochs": 3})
     assert config.augment_flip and config.tta_flip
+    for dataset in ("mnist", "fashion_mnist"):  # The ensemble: three of the accurate model.
+        assert recipes.config("ensemble", dataset) == dataclasses.replace(
+            recipes.config("accurate", dataset), num_models=3)
     speedrun = recipes.config("speedrun", "fashion_mnist")  # No values of its own there.
     assert speedrun == dataclasses.replace(recipes.config("speedrun"), dataset="fashion_mnist")
 
