@@ -97,7 +97,7 @@ def benchmark(config: Config, *, calls: int = 10, repeats: int = 3, epochs: int 
     ds, (tx, ty), _, _ = inputs.prepare_data(config, data_dir)
     mean, std = inputs.pixel_stats(tx)
     setup = step.make_setup(config, len(tx), tx.shape[1:], ds.num_classes, mean, std)
-    init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
+    init_key, data_key, step_key = step.run_keys(config.seed)
     state = step.init_state(setup, init_key)
     data = inputs.to_device(tx, ty)
     if mesh.size > 1:

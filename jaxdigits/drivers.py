@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxdigits import backend, parallel
 from jaxdigits.config import Config
-from jaxdigits.inputs import epoch_order
+from jaxdigits.inputs import epoch_order, order_program
 from jaxdigits.metrics import Progress
 from jaxdigits.step import (Setup, check_finite, compiler_options, make_batch_step, summarise,
                             zero_metrics)
@@ -62,7 +62,7 @@ def compile_ahead(ahead, run_chunk, setup: Setup, state, train, steps_per_call: 
     data (abstract or concrete): the epoch order and `run_chunk`'s first call of the epoch."""
     n = int(train.labels.shape[0])
     key = jax.eval_shape(jax.random.key, 0)
-    ahead.compile(epoch_order, key, 1, n)
+    ahead.compile(order_program(), key, 1, n)
     ahead.compile(run_chunk, state, jax.eval_shape(zero_metrics), train,
                   jax.ShapeDtypeStruct((n,), jnp.int32), 0, key,
                   num_steps=min(steps_per_call, setup.steps_per_epoch))

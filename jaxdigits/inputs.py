@@ -56,8 +56,20 @@ def prepare_data(config: Config, data_dir=None, allow_download=True):
     return ds, (tx, ty), (vx, vy), (ds.test_images, ds.test_labels)
 
 
-@functools.partial(jax.jit, static_argnums=2)
 def epoch_order(data_key, epoch, n: int):
     """The order of the `n` training examples in `epoch`: int32 [n], a function of (seed, epoch)
-    only, so a resumed run replays it exactly. One compiled program (op by op: three)."""
-    return jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
+    only, so a resumed run replays it exactly. One compiled program (`order_program`)."""
+    return order_program()(data_key, epoch, n)
+
+
+@functools.cache
+def order_program():
+    """`epoch_order` jitted (op by op: three programs). On CPU at XLA's optimisation level 0:
+    integer arithmetic only (the key's hash and a sort), so the same order, compiled in 0.24
+    rather than 0.40 s (BUILD_NOTES.md, "Start-up")."""
+
+    def epoch_order(data_key, epoch, n):  # So JAX logs it as jit(epoch_order).
+        return jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
+
+    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+    return jax.jit(epoch_order, static_argnums=2, compiler_options=options)

@@ -35,7 +35,7 @@ from jaxdigits.inputs import epoch_order, to_device
 from jaxdigits.members import (SWEEPABLE, Members, full_state, init_states, make_members,
                                member_name, member_state, read_diverged)
 from jaxdigits.metrics import MetricWriter, Progress, write_atomic, write_json
-from jaxdigits.step import summarise, zero_metrics
+from jaxdigits.step import run_keys, summarise, zero_metrics
 
 
 class Books(NamedTuple):
@@ -75,7 +75,7 @@ def train_many(config: Config, workdir, *, data_dir=None, allow_download=True, q
     runs.verify_optimizer(members.setup)
     write_configs(workdir, config, exists, members.configs, dirs)
 
-    keys = [jax.random.split(jax.random.key(c.seed), 3) for c in members.configs]
+    keys = [run_keys(c.seed) for c in members.configs]
     init_keys, data_keys, step_keys = (list(k) for k in zip(*keys))
     state, start_epoch, histories = restore(init_states(members, init_keys), members, dirs,
                                             diverged)

@@ -72,7 +72,7 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     splits = ((tx, ty), (vx, vy), (test_x, test_y))
     early = compile_ahead(setup, run_chunk, evaluate, splits, steps_per_call,
                           on=mesh.size == 1 and max(saved, default=0) < config.epochs)
-    init_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
+    init_key, data_key, step_key = step.run_keys(config.seed)
     state, history = restore(workdir, step.init_state(setup, init_key), config.epochs, primary)
     data = tuple(inputs.to_device(x, y) for x, y in splits)
     if mesh.size > 1:

@@ -115,10 +115,10 @@ def exported_model(tiny_run, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def count_compiles(name: str):
-    """Counts XLA compilations of jitted functions named `name` while the block runs, through
-    `jax.monitoring`'s public events (not JAX's private cache counters). Yields a function that
-    returns the count so far."""
+def count_compiles(name: str | None):
+    """Counts XLA compilations of jitted functions named `name` (None: of any) while the block
+    runs, through `jax.monitoring`'s public events (not JAX's private cache counters). Yields a
+    function that returns the count so far."""
     import jax
 
     names = []
@@ -130,7 +130,7 @@ def count_compiles(name: str):
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        yield lambda: names.count(f"jit({name})")
+        yield lambda: len(names) if name is None else names.count(f"jit({name})")
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
 

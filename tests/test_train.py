@@ -47,6 +47,25 @@ def test_pixel_stats_match_numpy_over_several_chunks():
     np.testing.assert_allclose([mean, std], [values.mean(), values.std()], rtol=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 7, 2**31 + 5, 2**32 - 1])
+def test_run_keys_are_the_python_ints_keys_from_one_program(seed):
+    with count_compiles(None) as compiles:
+        got = step.run_keys(seed)
+    assert len(got) == 3 and compiles() <= 1  # Op by op: four programs.
+    want = jax.random.split(jax.random.key(seed), 3)  # Op by op, the seed a Python int.
+    for k, key in enumerate(got):
+        np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want[k]))
+
+
+def test_epoch_order_at_the_low_optimisation_level_is_the_permutation():
+    key = jax.random.key(3)
+    for epoch in (1, 2):
+        want = jax.random.permutation(jax.random.fold_in(key, epoch), 55_000)  # Op by op.
+        got = inputs.epoch_order(key, epoch, 55_000)
+        assert got.dtype == jnp.int32
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.slow
 def test_step_compiles_once(mnist):
     setup, data = _setup(mnist)
