@@ -135,10 +135,16 @@ def init_compile_options() -> dict:
 
     On CPU XLA's optimisation level 1 rather than the default 3: it runs once, and the full
     optimisation cost more than running it (cnn_small: 3.1 s of compiling at the default level,
-    0.9 s at level 1, against about 4.5 s op by op). The parameters are bit-identical to the
+    0.9 s at level 1, against about 4.5 s op by op); and XLA's older loop emitters rather than
+    its fusion emitters (`cnn_tiny`: 0.69 -> 0.50 s). The parameters are bit-identical to the
     op-by-op `model.init` (tests/test_models.py; level 0 is not: it fuses no multiply-adds).
     """
-    return {"xla_backend_optimization_level": 1} if is_cpu() else {}
+    return {"xla_backend_optimization_level": 1, **CHEAP_CODEGEN} if is_cpu() else {}
+
+
+# Code generation that compiles sooner and runs slower: for programs that run once or once an
+# epoch (initialisation, the epoch order), never for the step or the scorer.
+CHEAP_CODEGEN = {"xla_cpu_use_fusion_emitters": False}
 
 
 # The default (driver, steps per call) of each backend and what it rests on. A backend not listed

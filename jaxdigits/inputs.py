@@ -64,12 +64,14 @@ def epoch_order(data_key, epoch, n: int):
 
 @functools.cache
 def order_program():
-    """`epoch_order` jitted (op by op: three programs). On CPU at XLA's optimisation level 0:
-    integer arithmetic only (the key's hash and a sort), so the same order, compiled in 0.24
-    rather than 0.40 s (BUILD_NOTES.md, "Start-up")."""
+    """`epoch_order` jitted (op by op: three programs). On CPU at XLA's optimisation level 0
+    and with its older loop emitters (`backend.CHEAP_CODEGEN`): integer arithmetic only (the
+    key's hash and a sort), so the same order, compiled in 0.22 rather than 0.40 s (BUILD_NOTES.md,
+    "Start-up")."""
 
     def epoch_order(data_key, epoch, n):  # So JAX logs it as jit(epoch_order).
         return jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
 
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+    options = ({"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+               if jax.default_backend() == "cpu" else {})
     return jax.jit(epoch_order, static_argnums=2, compiler_options=options)

@@ -82,7 +82,8 @@ def init_state(setup: Setup, key, tx=None) -> TrainState:
     """Fresh parameters from `key` and the state of `tx` (default `setup.tx`) for them."""
     variables = models.init_params(setup.model, key, setup.image_shape)
     tx = setup.tx if tx is None else tx
-    opt_state = jax.jit(tx.init)(models.split(variables)[0])
+    opt_state = jax.jit(tx.init, compiler_options=backend.init_compile_options())(
+        models.split(variables)[0])
     # Put, not computed: `jnp.zeros` would compile a program of its own.
     return TrainState(jax.device_put(np.zeros((), np.int32)), variables, opt_state)
 
