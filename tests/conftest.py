@@ -165,8 +165,14 @@ def train_cnn_two_steps(cpu_conv: str):
 @pytest.fixture(autouse=True, scope="session")
 def compilation_cache_in_tmp(tmp_path_factory):
     """Compiled programs of the commands the tests run go to a folder of this test session, never
-    to the user's cache (~/.cache/jaxdigits/xla, where jaxdigits' commands keep them)."""
+    to the user's cache (~/.cache/jaxdigits/xla, where jaxdigits' commands keep them). The tests'
+    own process keeps its programs there too, as every command does: a test that trains, resumes
+    and evaluates the same model compiles each program once (JAX's compile event, which
+    `count_compiles` counts, fires for a program loaded from the cache as for one compiled)."""
+    from jaxdigits import backend
+
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("xla_cache"))
+    backend.enable_compilation_cache(True)
 
 
 def run_driver(setup, data, driver: str, steps: int, steps_per_call: int):
