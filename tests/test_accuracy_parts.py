@@ -16,7 +16,7 @@ from jaxdigits.config import Config
 from jaxdigits.metrics import read_jsonl
 
 # Every piece on at once, small enough for seconds per run.
-PARTS = Config(model="cnn_tiny", hidden=(16,), batch_norm=True, ema_decay=0.9,
+PARTS = Config(model="cnn_tiny", features=(4, 8), hidden=(16,), batch_norm=True, ema_decay=0.9,
                label_smoothing=0.1, tta_shift=1, tta_flip=True, augment_shift=1,
                augment_flip=True, dropout=0.1, epochs=2,
                batch_size=32, max_train_examples=256, validation_size=200, eval_batch_size=500,
