@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 # Topic -> flags, in the order --help shows them (everyday ones first).
 TOPICS = {
     "run": ("model", "recipe", "workdir", "epochs", "seed", "quiet", "resume", "keep_checkpoints"),
-    "model": ("hidden", "features", "dropout", "batch_norm", "ema_decay", "label_smoothing",
+    "model": ("hidden", "features", "crop", "dropout", "batch_norm", "ema_decay", "label_smoothing",
               "tta_shift", "tta_flip"),
     "optimizer": ("optimizer", "learning_rate", "batch_size", "schedule", "warmup_epochs",
                   "optimizer_args", "momentum", "b1", "b2", "weight_decay", "l2", "grad_clip"),

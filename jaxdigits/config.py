@@ -25,6 +25,9 @@ class Config:
     features: tuple[int, ...] = _f((), "The CNN's two convolution widths, comma-separated "
                                        "(default: the model's, 32,64 for cnn; cnn and its "
                                        "smaller kinds only).")
+    crop: int = _f(0, "Cut this many pixels off each border of every image inside the model, "
+                      "before its first layer (it still takes full-size images): MNIST's digits "
+                      "sit in the central 20x20 pixels (0: off).")
     dropout: float = _f(0.0, "Dropout rate before the output layer (mlp, cnn; cnn_deep: after "
                               "each block too).")
     batch_norm: bool = _f(False, "Batch normalisation after each convolution block's pooling "
@@ -155,6 +158,7 @@ def validate(config: Config) -> Config:
         (config.warmup_epochs >= 0, "--warmup_epochs must be 0 or more"),
         (config.steps_per_call >= 0, "--steps_per_call must be 0 (auto) or more"),
         (config.augment_shift >= 0, "--augment_shift must be 0 (off) or more"),
+        (config.crop >= 0, f"--crop must be 0 or more, got {config.crop}"),
         (0 <= config.augment_rotate <= 180, "--augment_rotate must be in [0, 180] degrees"),
         (0 <= config.augment_scale < 1, "--augment_scale must be in [0, 1)"),
         (0 <= config.augment_elastic <= 100, "--augment_elastic must be in [0, 100] pixels"),

@@ -182,7 +182,7 @@ def scoring_variables(variables):
 def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
                features: Sequence[int] = (), dropout: float = 0.0, cpu_layers: bool | None = None,
                onednn_grads: bool = False, dtype: str = "float32", batch_norm: bool = False,
-               ema: bool = False) -> Model:
+               ema: bool = False, crop: int = 0) -> Model:
     """Builds `name` (one of MODELS). `hidden` sets the MLP's hidden sizes or the CNN's dense width,
     `features` the two convolution widths of cnn, cnn_small and cnn_tiny.
 
@@ -191,7 +191,9 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
     convolutions in oneDNN. The parameters and the math are the same either way. `dtype` is the
     compute dtype (the module docstring); parameters and logits are float32 either way.
     `batch_norm` adds batch normalisation to the cnn family (cnn_deep always has it); `ema`
-    keeps a moving average of the parameters in the variables, which `apply` scores.
+    keeps a moving average of the parameters in the variables, which `apply` scores. `crop`
+    cuts that many pixels off each border of the images before the first layer: the model takes
+    full-size images and sees their centre.
     """
     if cpu_layers is None:
         cpu_layers = backend.default_cpu_layers()
@@ -201,9 +203,12 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
     cast = (lambda tree: jax.tree.map(lambda p: p.astype(compute), tree)) \
         if compute != jnp.float32 else (lambda tree: tree)
 
+    def centre(images):  # [b, H, W, C] -> [b, H - 2 crop, W - 2 crop, C]
+        return images[:, crop:images.shape[1] - crop, crop:images.shape[2] - crop] if crop else images
+
     def init(key, image_shape):
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
-        variables = dict(module.init(key, dummy))
+        variables = dict(module.init(key, centre(dummy)))
         if ema:
             variables["ema"] = variables["params"]
         return join(variables.pop("params"), variables)
@@ -213,7 +218,7 @@ def make_model(name: str, *, num_classes: int = 10, hidden: Sequence[int] = (),
         rngs = {"dropout": key} if key is not None else None
         variables = {"params": cast(params), **({"batch_stats": stats} if stats else {})}
         mutable = ["batch_stats"] if stats and train else False
-        out = module.apply(variables, images.astype(compute), train=train, rngs=rngs,
+        out = module.apply(variables, centre(images).astype(compute), train=train, rngs=rngs,
                            mutable=mutable)
         if not mutable:
             return out.astype(jnp.float32), stats  # [b, classes]

@@ -42,7 +42,7 @@ def make_config_model(config: Config, num_classes: int, gradients: bool = True) 
     and its --cpu_conv choice (oneDNN's gradients or XLA's; `gradients=False`, for a model that
     is only scored, never looks for oneDNN: the forward is XLA's either way), in its --dtype."""
     return models.make_model(config.model, num_classes=num_classes, hidden=config.hidden,
-                             features=config.features,
+                             features=config.features, crop=config.crop,
                              dropout=config.dropout, cpu_layers=backend.cpu_layers(config.layers),
                              onednn_grads=gradients and backend.onednn_grads(
                                  config.model, config.cpu_conv, config.dtype),
@@ -56,6 +56,9 @@ def make_setup(config: Config, num_train: int, image_shape, num_classes: int, me
     if steps_per_epoch == 0:
         raise UserError(f"--batch_size={config.batch_size} is larger than the {num_train} "
                         "training examples.")
+    if min(image_shape[:2]) - 2 * config.crop < 8:
+        raise UserError(f"--crop={config.crop} leaves less than 8x8 of the "
+                        f"{image_shape[0]}x{image_shape[1]} images.")
     model = make_config_model(config, num_classes)
     tx = optimizers.make_optimizer(config, steps_per_epoch)
     return Setup(config, model, tx, tuple(image_shape), steps_per_epoch, float(mean), float(std))

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from jaxdigits import cli, config as config_lib, recipes
+from jaxdigits import cli, config as config_lib, recipes, step
 from jaxdigits.config import Config
 from jaxdigits.errors import UserError
 
@@ -87,6 +87,7 @@ def test_json_round_trip_and_foreign_fields():
     ({"model": "cnn_tiny", "features": (8, 0)}, "--features must be two positive widths"),
     ({"model": "mlp", "features": (8, 16)}, "--features is for the cnn, cnn_small, cnn_tiny models, not mlp"),
     ({"max_train_examples": -1}, "--max_train_examples must be 0"),
+    ({"crop": -1}, "--crop must be 0 or more, got -1"),
     ({"augment_rotate": 200.0}, "--augment_rotate must be in [0, 180] degrees"),
     ({"augment_scale": 1.0}, "--augment_scale must be in [0, 1)"),
     ({"members": "pmap"}, "unknown --members 'pmap'; choose one of auto, loop, vmap"),
@@ -95,3 +96,9 @@ def test_json_round_trip_and_foreign_fields():
 def test_impossible_values_are_refused(change, message):
     with pytest.raises(UserError, match=message.replace("[", "\\[").replace(")", "\\)")):
         config_lib.validate(dataclasses.replace(Config(), **change))
+
+
+def test_a_crop_must_leave_an_image():
+    step.make_setup(Config(crop=10), 1000, (28, 28, 1), 10, 0.13, 0.31)  # 8x8 left: fine.
+    with pytest.raises(UserError, match=r"--crop=11 leaves less than 8x8 of the 28x28 images\."):
+        step.make_setup(Config(crop=11), 1000, (28, 28, 1), 10, 0.13, 0.31)

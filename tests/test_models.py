@@ -74,6 +74,21 @@ def test_other_image_shapes_and_classes():
     assert jax.jit(model.apply)(params, jnp.zeros((2, 32, 32, 3))).shape == (2, 7)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn_tiny"])
+def test_a_cropping_model_takes_full_images_and_sees_their_centre(name):
+    """--crop=2: parameters of a 24x24 model, applied to 28x28 images as that model to their
+    central 24x24 (their border can hold anything)."""
+    cropped, plain = models.make_model(name, crop=2), models.make_model(name)
+    params = models.init_params(cropped, jax.random.key(0), (28, 28, 1))
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, models.init_params(plain, jax.random.key(0), (24, 24, 1)))
+    x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
+    noisy_border = x.at[:, :2].set(9.0).at[:, :, -2:].set(-9.0)
+    centre = plain.apply(params, x[:, 2:-2, 2:-2])
+    np.testing.assert_array_equal(cropped.apply(params, x), centre)
+    np.testing.assert_array_equal(cropped.apply(params, noisy_border), centre)
+
+
 def test_unknown_model_lists_choices():
     with pytest.raises(UserError, match="choose one of linear, mlp, cnn"):
         models.make_model("resnet")
