@@ -12,14 +12,40 @@ leaves a half-written checkpoint under a real step number. A kill between writin
 """
 
 import hashlib
+import importlib.util
 import pathlib
 import shutil
+import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxdigits.errors import UserError
+
+
+def lazy_module(name: str):
+    """Module `name`, run at the first use of one of its attributes rather than here
+    (importlib's LazyLoader recipe); an already imported module is returned as it is."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+# Orbax takes 0.3 s to import, which every command paid before its first line of work; it is
+# now imported at its first use: `preload`, which a `Checkpointer` calls (a run makes its
+# Checkpointer while its programs compile), or any read.
+ocp = lazy_module("orbax.checkpoint")
+
+
+def preload() -> None:
+    """Imports orbax now rather than at its first use."""
+    ocp.CheckpointManager  # noqa: B018 (the attribute access runs the module)
 
 
 class Damaged(UserError):
@@ -30,7 +56,7 @@ class Damaged(UserError):
         self.path = pathlib.Path(path).absolute()
 
 
-def _manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+def _manager(directory: pathlib.Path, keep: int) -> "ocp.CheckpointManager":
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False,
                                            cleanup_tmp_directories=True)
@@ -60,6 +86,7 @@ class Checkpointer:
     """Saves a checkpoint per epoch (keeping `keep`) and the best by validation accuracy."""
 
     def __init__(self, workdir, keep: int = 3):
+        preload()
         self._workdir, self._keep = pathlib.Path(workdir), keep
         self._managers = None  # Made at the first save: a finished run re-scored writes nothing.
 

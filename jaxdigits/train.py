@@ -81,8 +81,8 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
                 quiet or not primary)
     log_start(config, ds, splits, state, mesh, (driver, steps_per_call))
     writer = MetricWriter(workdir, history) if primary else parallel.NullWriter()
+    ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)  # Imports orbax as programs compile.
     early.wait()
-    ckpt = checkpoint.Checkpointer(workdir, keep_checkpoints)
     try:
         state = train_epochs(loop, state, history, writer, ckpt)
         final = runs.final_record(config.epochs, int(state.step), loop.evaluate(state.params, data[2]))

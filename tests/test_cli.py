@@ -1,6 +1,8 @@
 """The command-line programs end to end and every bad input (kills: test_crash.py)."""
 
 import json
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -142,3 +144,15 @@ def test_bad_workdirs_are_one_sentence(refused_training, tmp_path):
 @pytest.mark.slow
 def test_missing_data_is_one_sentence(refused_training):
     _assert_one_sentence(*refused_training[1]["missing_data"])
+
+
+def test_commands_import_orbax_only_when_they_checkpoint():
+    """Orbax (0.3 s to import) is not loaded with the commands' modules, only at a checkpoint's
+    first use (`checkpoint.preload`, or any save or restore)."""
+    script = ("import sys\n"
+              "from jaxdigits import checkpoint, evaluate, export, serve, train\n"
+              "assert 'orbax.checkpoint.checkpoint_manager' not in sys.modules\n"
+              "checkpoint.preload()\n"
+              "assert 'orbax.checkpoint.checkpoint_manager' in sys.modules\n"
+              "assert checkpoint.ocp.args.Composite is not None\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
