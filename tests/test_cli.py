@@ -19,7 +19,7 @@ EVALUATE = ("jaxdigits.evaluate", "jaxdigits.evaluate:define_flags")
 def test_train_then_evaluate_end_to_end(tmp_path):
     workdir = tmp_path / "run"
     proc = run_cli("jaxdigits.train", "--model=linear", "--epochs=2", f"--workdir={workdir}",
-                   "--max_train_examples=2048", "--validation_size=1000")
+                   "--max_train_examples=2048", "--validation_size=1000", "--crop=2")
     assert proc.returncode == 0, proc.stderr
     assert "epoch 2 | train loss" in proc.stdout
     assert "Test accuracy" in proc.stdout and f"Run saved in {workdir}" in proc.stdout
@@ -28,7 +28,8 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
             "images_per_second", "learning_rate"} <= set(records[0])
     assert records[-1]["test_count"] == 10000
-    assert json.loads((workdir / "config.json").read_text())["model"] == "linear"
+    saved = json.loads((workdir / "config.json").read_text())
+    assert (saved["model"], saved["crop"]) == ("linear", 2)  # Evaluate below sees the centre too.
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert (workdir / "checkpoints" / "2").is_dir() and list((workdir / "best").iterdir())
 
