@@ -129,6 +129,7 @@ def run(workdir, *, n=64, inputs=5, hidden=8, classes=3, learning_rate=1.0, step
         by_hand = two_layer_grads_by_hand(params, x, y)
         autodiff = jax.grad(two_layer_loss)(params, x, y)
         difference = {k: float(jnp.max(jnp.abs(by_hand[k] - autodiff[k]))) for k in by_hand}
+        scale = {k: float(jnp.max(jnp.abs(v))) for k, v in autodiff.items()}
         trained, curve = descend(params, x, y, learning_rate=learning_rate, steps=steps)
         accuracy = float(jnp.mean(jnp.argmax(jax.nn.sigmoid(x @ trained["w1"] + trained["b1"])
                                              @ trained["w2"] + trained["b2"], 1) == y))
@@ -138,8 +139,7 @@ def run(workdir, *, n=64, inputs=5, hidden=8, classes=3, learning_rate=1.0, step
                   "learning_rate": learning_rate, "steps": steps, "seed": seed},
         "graph": graph, "text": TEXT,
         "two_layer": {"max_abs_difference": difference,
-                      "gradient_scale": {k: float(jnp.max(jnp.abs(v)))
-                                         for k, v in autodiff.items()},
+                      "gradient_scale": scale,
                       "initial_loss": float(curve[0]), "final_loss": float(curve[-1]),
                       "train_accuracy": accuracy},
     }
