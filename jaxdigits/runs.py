@@ -123,11 +123,16 @@ def verify_optimizer(setup: Setup) -> None:
     contract.verify(setup.tx, models.split(params)[0], setup.config.optimizer)
 
 
+def best_by(validation_count: int) -> str:
+    """What `best/` is chosen by: validation accuracy, or training loss with nothing held out."""
+    return "validation accuracy" if validation_count else "training loss"
+
+
 def scored_label(history: list[dict], epochs: int) -> str:
     """Which parameters `train` scored, in `evaluate`'s words (`report.scored_label`), and how
     they relate to the best checkpoint that `evaluate` and `export` score by default."""
     last = history[-1]["epoch"]
-    by = "validation accuracy" if "val_accuracy" in history[-1] else "training loss"
+    by = best_by("val_accuracy" in history[-1])
     best = checkpoint.best_epoch(history, score)
     if best == last:
         return f"latest checkpoint, epoch {last} of {epochs}, also the best by {by}"

@@ -95,7 +95,7 @@ def train_and_evaluate(config: Config, workdir, *, data_dir=None, allow_download
     runs.log(f"Test accuracy {100 * final['test_accuracy']:.2f}% ({runs.scored_label(history, config.epochs)}) "
              f"on all {final['test_count']} test images, loss {final['test_loss']:.4f}.")
     runs.log(f"Run saved in {workdir}: config.json, metrics.jsonl, results.json, tensorboard/, "
-             f"checkpoints/ (last {keep_checkpoints}), best/ (best validation accuracy).")
+             f"checkpoints/ (last {keep_checkpoints}), best/ (best by {runs.best_by(len(vy))}).")
     return final
 
 

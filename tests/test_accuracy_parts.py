@@ -11,7 +11,7 @@ import pytest
 
 from conftest import assert_same_run, restored_states, setup_on, train_interrupted, without_timing
 from jaxdigits import evaluate, export, inputs, losses, members, models, predictor, runs, step
-from jaxdigits import augment, train, tta
+from jaxdigits import augment, recipes, train, tta
 from jaxdigits.config import Config
 from jaxdigits.metrics import read_jsonl
 
@@ -161,6 +161,11 @@ def test_the_ablation_takes_out_each_ingredient_a_recipe_has():
     assert ablation.present(config) == ["batch_norm", "ema", "tta", "shift"]
     assert ablation.present(Config(model="cnn_deep", batch_norm=True)) == []  # Always has it.
     assert ablation.present(Config(augment_flip=True, tta_flip=True)) == ["tta", "flip"]
+    # The table reads validation accuracy: asked to train on every training image, the ablation
+    # holds out the default 5,000 again; any other split given stands.
+    assert ablation.base_config("accurate", "") == recipes.config("accurate")
+    assert ablation.base_config("accurate", "validation_size=0") == recipes.config("accurate")
+    assert ablation.base_config("accurate", "validation_size=3000").validation_size == 3000
     results = {"whole": [{"val_accuracy": 0.99, "seconds": 10.0}, {"val_accuracy": 0.992, "seconds": 12.0}],
                "ema": [{"val_accuracy": 0.985, "seconds": 9.0}, {"val_accuracy": 0.987, "seconds": 9.0}]}
     assert ablation.table("accurate", results) == [["`accurate`", "99.10", "", "11", "2"],

@@ -196,9 +196,10 @@ def test_evaluate_reproduces_the_test_score(linear_run):
 
 
 @pytest.mark.slow
-def test_a_run_without_validation_keeps_the_best_by_train_loss(tmp_path):
+def test_a_run_without_validation_keeps_the_best_by_train_loss(tmp_path, capsys):
     config = Config(model="linear", epochs=2, max_train_examples=2048, validation_size=0)
     final = train.train_and_evaluate(config, tmp_path, quiet=True)
+    assert "best/ (best by training loss)." in capsys.readouterr().out
     history = read_jsonl(tmp_path / "metrics.jsonl")
     assert "val_accuracy" not in history[0] and final["test_count"] == 10000
     best_epoch = min(history[:2], key=lambda r: r["train_loss"])["epoch"]
