@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdigits import checkpoint, plots, scoring
+from jaxdigits import checkpoint, plots, runs, scoring
 from jaxdigits.inputs import to_device
 from jaxdigits.step import Setup
 from jaxdigits.errors import UserError
@@ -157,8 +157,7 @@ def scored_label(meta: dict) -> str:
     config = meta["config"]
     of = f"epoch {meta['epoch']} of {config['epochs']}"
     if folder.parent.name == "best":
-        by = "validation accuracy" if config.get("validation_size") else "training loss"
-        return f"best checkpoint, {of}, chosen by {by}"
+        return f"best checkpoint, {of}, chosen by {runs.best_by(config.get('validation_size'))}"
     if folder.parent.name == "checkpoints" and checkpoint.saved_epochs(folder.parent)[-1:] == [meta["epoch"]]:
         return f"latest checkpoint, {of}"
     return f"checkpoint {folder}, {of}"

@@ -123,9 +123,10 @@ def verify_optimizer(setup: Setup) -> None:
     contract.verify(setup.tx, models.split(params)[0], setup.config.optimizer)
 
 
-def best_by(validation_count: int) -> str:
-    """What `best/` is chosen by: validation accuracy, or training loss with nothing held out."""
-    return "validation accuracy" if validation_count else "training loss"
+def best_by(held_out) -> str:
+    """What `best/` is chosen by (`score`): validation accuracy where `held_out` (a count of
+    validation images, or whether a record has their accuracy), otherwise training loss."""
+    return "validation accuracy" if held_out else "training loss"
 
 
 def scored_label(history: list[dict], epochs: int) -> str:
