@@ -69,15 +69,17 @@ def run(config: config_lib.Config) -> dict:
     return {"val_accuracy": val[-1], "test_accuracy": final["test_accuracy"], "seconds": seconds}
 
 
-def table(name: str, results: dict) -> list[list[str]]:
-    """Rows: the whole recipe, then each removal, with its validation accuracy and cost."""
+def table(name: str, results: dict, overrides: str = "") -> list[list[str]]:
+    """Rows: the whole recipe (with `overrides`, if any), then each removal, with its validation
+    accuracy and cost."""
     whole = statistics.fmean(r["val_accuracy"] for r in results["whole"])
+    whole_label = f"`{name}` with `{overrides}`" if overrides else f"`{name}`"
     rows = []
     for label, runs in results.items():
         val = statistics.fmean(r["val_accuracy"] for r in runs)
         seconds = statistics.fmean(r["seconds"] for r in runs)
         change = "" if label == "whole" else f"{100 * (val - whole):+.2f}"
-        rows.append([f"`{name}`" if label == "whole" else f"without {label}",
+        rows.append([whole_label if label == "whole" else f"without {label}",
                      f"{100 * val:.2f}", change, f"{seconds:,.0f}", str(len(runs))])
     return rows
 
@@ -98,14 +100,16 @@ def main(argv):
             r = results[label][-1]
             print(f"{label} seed {seed}: validation {100 * r['val_accuracy']:.2f} %, "
                   f"{r['seconds']:.0f} s", flush=True)
-    command = f"python -m benchmarks.ablation --recipe={FLAGS.recipe} --seeds={','.join(FLAGS.seeds)}"
+    overrides = f" --overrides={FLAGS.overrides}" if FLAGS.overrides else ""
+    command = (f"python -m benchmarks.ablation --recipe={FLAGS.recipe}{overrides} "
+               f"--seeds={','.join(FLAGS.seeds)}")
     m = common.machine()
     load = max(m["load_average"][0], start_load)
     common.write_json(FLAGS.json, {
         "table": f"ablation_{FLAGS.recipe}",
         "page": "docs/performance.md" if FLAGS.recipe == "speedrun" else "docs/training.md",
         "columns": ["recipe", "validation accuracy, %", "change, points", "seconds", "seeds"],
-        "rows": table(FLAGS.recipe, results), "runs": results, "command": command,
+        "rows": table(FLAGS.recipe, results, FLAGS.overrides), "runs": results, "command": command,
         "machine": f"{m['cpu_count']}-core {m['cpu']}, load average up to {load:.1f}",
         "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
         "note": "Validation accuracy of the scored model after the last epoch, mean over the "

@@ -170,3 +170,9 @@ def test_the_ablation_takes_out_each_ingredient_a_recipe_has():
                "ema": [{"val_accuracy": 0.985, "seconds": 9.0}, {"val_accuracy": 0.987, "seconds": 9.0}]}
     assert ablation.table("accurate", results) == [["`accurate`", "99.10", "", "11", "2"],
                                                     ["without ema", "98.60", "-0.50", "9", "2"]]
+    # A recipe taken apart with overrides says so in its first row.
+    assert ablation.table("accurate", results, "augment_rotate=10")[0][0] == \
+        "`accurate` with `augment_rotate=10`"
+    rotated = ablation.base_config("accurate", "augment_rotate=10,augment_scale=0.1")
+    assert ablation.present(rotated) == ["batch_norm", "ema", "label_smoothing", "tta",
+                                         "rotate_scale", "shift"]

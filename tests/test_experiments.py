@@ -386,3 +386,28 @@ def test_compare_speed_times_the_mlp_epoch(tmp_path):
     assert run["steps"] == 468 and run["seconds"] > 0 and "--momentum=0.9" in run["cmd"]
     assert saved["roofline"][0]["gflops"] > 0
     assert list(saved["ratios"]) == ["jaxdigits mlp GFLOP/s / matmul roofline"]
+
+
+def test_public_nets_are_the_published_shapes_and_counted_by_xla():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import public_nets
+
+    images = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
+    for name, (module, _) in public_nets.NETS.items():
+        out = jax.eval_shape(lambda x, m=module: m.init_with_output(
+            jax.random.key(0), x, train=False)[0], images)
+        assert out.shape == (2, 10), name
+    # The CNN's step against the count by hand: per image, forward multiply-adds of conv 5x5x32
+    # on 28x28, conv 5x5x32x64 on 14x14 and the two dense layers; a step is about three forward
+    # passes (the first layer's input gradient is not needed), two flops a multiply-add.
+    macs = 28 * 28 * 25 * 32 + 14 * 14 * 25 * 32 * 64 + 7 * 7 * 64 * 128 + 128 * 10
+    row = public_nets.time_net(public_nets.NETS["cnn"][0], steps=1)
+    assert 0.7 < row["gflops_per_step"] / (3 * 2 * macs * 128 / 1e9) < 1.1
+    assert row["step_seconds"] > 0 and row["epoch_seconds"] == pytest.approx(
+        row["step_seconds"] * 55_000 / 128)
+    rows = {"cnn": {**row, "about": "x", "flops_vs_cnn": 1.0}}
+    table = public_nets.results_file(rows, {"cpu": "c", "cpu_count": 2, "load_average": [0.5]})
+    assert table["rows"][0][:4] == ["`cnn`", "x", f"{row['gflops_per_step']:.1f}", "1.0x"]
+    assert all(len(r) == len(table["columns"]) for r in table["rows"])
